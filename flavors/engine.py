@@ -1,0 +1,485 @@
+"""The lifecycle contract every compute engine shares.
+
+An engine component is hosted on ZenML's `feature_store` slot (DESIGN.md §2), whose hooks
+fire for every step. The hooks only do bookkeeping; an engine starts lazily the first time
+a step asks for it (`BaseEngine.session()`), is reused according to `reuse`, and is torn
+down *after* the step's outputs are saved (a StepContext cleanup callback), because ZenML
+calls `cleanup_step_run` before the materializers run.
+
+Flavors fill in `_start`, `_connect`, `_stop`, `_describe` (and optionally the per-step
+hooks); this module never imports an engine library.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import threading
+import time
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Dict, Literal, Optional, Set, Type
+from uuid import UUID
+
+from pydantic import Field
+from zenml.config.base_settings import BaseSettings
+from zenml.enums import ExecutionMode, ExecutionStatus, StackComponentType
+from zenml.feature_stores.base_feature_store import (
+    BaseFeatureStore,
+    BaseFeatureStoreConfig,
+    BaseFeatureStoreFlavor,
+)
+from zenml.logger import get_logger
+from zenml.steps.step_context import StepContext
+
+logger = get_logger(__name__)
+
+# The ZenML slot that hosts engines. Changing host type is this line plus the three
+# base classes imported above (DESIGN.md §2).
+HOST_TYPE = StackComponentType.FEATURE_STORE
+
+Reuse = Literal["step", "pipeline_run", "process"]
+Teardown = Literal["always", "on_success"]
+
+
+class EngineError(RuntimeError):
+    """An engine could not be started, reached or used as configured."""
+
+
+class BaseEngineSettings(BaseSettings):
+    """Per-step engine options (`@step(settings={"feature_store": ...})`).
+
+    Flavors add their own fields; the component config inherits them so that
+    `get_settings()` merges component defaults with a step's overrides.
+    """
+
+
+class BaseEngineConfig(BaseEngineSettings, BaseFeatureStoreConfig):
+    """Lifecycle options shared by every engine component.
+
+    Attributes:
+        reuse: `pipeline_run` keeps an owned engine across the steps of one run,
+            `step` gives every step a fresh engine, `process` keeps it warm across
+            runs until the process exits.
+        teardown: `always` stops an owned engine when its run ends, also after a
+            failed step; `on_success` keeps it after a failure for inspection.
+        startup_timeout_s: How long starting or connecting may take before the
+            step fails with the address in the message.
+    """
+
+    reuse: Reuse = "pipeline_run"
+    teardown: Teardown = "always"
+    startup_timeout_s: float = Field(default=120.0, gt=0)
+
+    @property
+    def owns_engine(self) -> bool:
+        """Whether the component starts (and stops) an embedded engine itself."""
+        return self.address is None
+
+    @property
+    def address(self) -> Optional[str]:
+        """Where an existing engine runs, or None for an embedded, owned one."""
+        return None
+
+    @property
+    def is_local(self) -> bool:
+        """Owned engines run on this machine."""
+        return self.owns_engine
+
+
+@dataclass(eq=False)
+class LiveEngine:
+    """One started or connected engine and what the core knows about it."""
+
+    engine: "BaseEngine"
+    handle: Any
+    owned: bool
+    adopted: bool
+    run_id: Optional[UUID]
+    started_at: float = field(default_factory=time.time)
+    steps: Set[UUID] = field(default_factory=set)
+    step_views: Dict[UUID, Any] = field(default_factory=dict)
+    kept_for_inspection: bool = False
+
+    @property
+    def mode(self) -> str:
+        if self.adopted:
+            return "adopted"
+        return "owned" if self.owned else "attached"
+
+
+# Live engines by component id. Module-level so that a re-instantiated component
+# (ZenML caches stacks, but a notebook may reload one) finds its engine again.
+_LIVE: Dict[UUID, LiveEngine] = {}
+_LOCK = threading.RLock()
+_START_COUNTS: Dict[UUID, int] = {}
+_exit_handlers_installed = False
+
+
+def live_engines() -> Dict[UUID, LiveEngine]:
+    """A snapshot of the engines this process has started or connected, by component id."""
+    with _LOCK:
+        return dict(_LIVE)
+
+
+def shutdown_engines() -> None:
+    """Stop every owned engine and disconnect every attached one in this process.
+
+    Runs at interpreter exit and on SIGTERM; call it from a notebook to release a
+    `reuse: process` engine early. Engines the user started by hand are left alone.
+    """
+    with _LOCK:
+        for live in list(_LIVE.values()):
+            live.engine._close(live, reason="shutdown")
+
+
+def _on_sigterm_factory(previous: Any) -> Any:
+    def on_sigterm(signum: int, frame: Any) -> None:
+        shutdown_engines()
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return on_sigterm
+
+
+def _install_exit_handlers() -> None:
+    global _exit_handlers_installed
+    if _exit_handlers_installed:
+        return
+    _exit_handlers_installed = True
+    atexit.register(shutdown_engines)
+    # Signal handlers can only be installed from the main thread.
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _on_sigterm_factory(previous))
+
+
+class BaseEngine(BaseFeatureStore):
+    """A compute engine as a stack component: lazy start, reuse, guaranteed teardown."""
+
+    kind: ClassVar[str] = "engine"
+    engine_settings_class: ClassVar[Type[BaseEngineSettings]] = BaseEngineSettings
+    # Engine-library module -> our materializer module. A materializer is registered
+    # when the user's code has already imported the engine library, so the component
+    # never imports it (DESIGN.md §3: flavors stay import-light).
+    materializer_modules: ClassVar[Dict[str, str]] = {}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        register_engine_materializers(self.materializer_modules)
+
+    @property
+    def settings_class(self) -> Type[BaseEngineSettings]:
+        """The flavor's settings class.
+
+        ZenML's compiler reads this for every stack component before it resolves step
+        output materializers, so this is also where our materializers get registered
+        when the stack was loaded before the user's pipeline module imported the
+        engine library (a notebook, a test session).
+        """
+        register_engine_materializers(self.materializer_modules)
+        return self.engine_settings_class
+
+    @property
+    def config(self) -> BaseEngineConfig:
+        return self._config  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        address = self.config.address or "embedded"
+        live = _LIVE.get(self.id)
+        state = live.mode if live else "not started"
+        return f"<{type(self).__name__} '{self.name}' {address} ({state})>"
+
+    # ---- what the flavors implement ------------------------------------------------
+
+    @abstractmethod
+    def _start(self, settings: BaseEngineSettings) -> Any:
+        """Start an embedded engine and return its native handle."""
+
+    @abstractmethod
+    def _connect(self, settings: BaseEngineSettings) -> Any:
+        """Connect to the engine at `config.address` and return a native handle."""
+
+    @abstractmethod
+    def _stop(self, handle: Any, owned: bool) -> None:
+        """Stop an owned engine (releasing all it started) or disconnect from an attached one."""
+
+    @abstractmethod
+    def _describe(self, handle: Any) -> Dict[str, Any]:
+        """Non-secret facts for step metadata: version, address, ids, dashboard URL."""
+
+    def _abort_start(self) -> None:
+        """Release whatever a start that timed out left behind."""
+
+    def _find_user_engine(self) -> Any:
+        """An engine the user started by hand in this process, to attach to, or None."""
+        return None
+
+    def _restart_reason(self, live: LiveEngine, settings: BaseEngineSettings) -> Optional[str]:
+        """Why the running engine cannot serve a step with these settings, or None."""
+        return None
+
+    def _step_view(self, live: LiveEngine, settings: BaseEngineSettings) -> Any:
+        """The handle a step gets; flavors isolate per-step options here."""
+        return live.handle
+
+    def _dashboard_url(self, handle: Any) -> Optional[str]:
+        return self._describe(handle).get("dashboard_url")
+
+    # ---- the public API ------------------------------------------------------------
+
+    @property
+    def start_count(self) -> int:
+        """How many times this process started or connected this component's engine."""
+        return _START_COUNTS.get(self.id, 0)
+
+    def session(self) -> Any:
+        """The engine-native handle for the running step (or for this process outside a step).
+
+        Starts an owned engine or connects to an attached one on first use, reuses it
+        according to `reuse`, and applies the step's settings.
+        """
+        context = StepContext.get()
+        settings = (
+            self.get_settings(context.step_run) if context is not None else self.config
+        )
+        with _LOCK:
+            live = _LIVE.get(self.id)
+            if live is not None:
+                reason = self._restart_reason(live, settings)
+                if reason is not None:
+                    if not live.owned:
+                        raise EngineError(
+                            f"{reason}. The {self.kind} engine of '{self.name}' is "
+                            f"{live.mode} ({self.config.address or 'embedded'}), so it cannot "
+                            "be restarted: set the option on the cluster or on the component "
+                            f"(`zenml feature-store update {self.name} ...`)."
+                        )
+                    logger.info("Restarting the %s engine of '%s': %s.", self.kind, self.name, reason)
+                    self._close(live, reason="restart")
+                    live = None
+            if live is None:
+                live = self._open(settings, run_id=context.pipeline_run.id if context else None)
+            if context is None:
+                return self._step_view(live, settings)
+            step_run_id = context.step_run.id
+            live.steps.add(step_run_id)
+            if step_run_id not in live.step_views:
+                live.step_views[step_run_id] = self._step_view(live, settings)
+            return live.step_views[step_run_id]
+
+    # ---- ZenML hooks ---------------------------------------------------------------
+
+    def prepare_step_run(self, info: Any) -> None:
+        """Stop a `pipeline_run` engine left over from an earlier run (its last steps were cached)."""
+        live = _LIVE.get(self.id)
+        if (
+            live is not None
+            and live.run_id is not None
+            and live.run_id != info.run_id
+            and self.config.reuse != "process"
+        ):
+            self._close(live, reason="its run is over")
+
+    def get_step_run_metadata(self, info: Any) -> Dict[str, Any]:
+        """What the step used: kind, version, address, ids, dashboard URL."""
+        live = _LIVE.get(self.id)
+        if live is None or info.step_run_id not in live.steps:
+            return {}
+        facts = {
+            "engine": self.kind,
+            "component": self.name,
+            "mode": live.mode,
+            "reuse": self.config.reuse,
+            "engine_starts_in_process": self.start_count,
+            **self._describe(live.handle),
+        }
+        return {"compute_engine": facts}
+
+    def cleanup_step_run(self, info: Any, step_failed: bool) -> None:
+        """Defer teardown until after the step's outputs are saved."""
+        live = _LIVE.get(self.id)
+        if live is None or live.run_id != info.run_id:
+            return
+        context = StepContext.get()
+        if context is None:
+            self._end_of_step(info, step_failed)
+        else:
+            # Runs when the StepContext exits, i.e. after the materializers saved the
+            # outputs, which may still need the engine to compute a lazy result.
+            context._cleanup_registry.register_callback(self._end_of_step, info, step_failed)
+
+    def _end_of_step(self, info: Any, step_failed: bool) -> None:
+        with _LOCK:
+            live = _LIVE.get(self.id)
+            if live is None:
+                return
+            live.step_views.pop(info.step_run_id, None)
+            if live.kept_for_inspection or self.config.reuse == "process":
+                return
+            if step_failed and self.config.teardown == "on_success":
+                live.kept_for_inspection = True
+                logger.warning(
+                    "Step '%s' failed; keeping the %s engine of '%s' for inspection "
+                    "(teardown=on_success)%s. It stops when this process exits or the next run starts.",
+                    info.pipeline_step_name,
+                    self.kind,
+                    self.name,
+                    f", dashboard: {self._dashboard_url(live.handle)}"
+                    if self._dashboard_url(live.handle)
+                    else "",
+                )
+                return
+            if step_failed or self.config.reuse == "step" or _run_is_over(info):
+                self._close(live, reason="its run is over" if not step_failed else "a step failed")
+
+    # ---- the state machine ---------------------------------------------------------
+
+    def _open(self, settings: BaseEngineSettings, run_id: Optional[UUID]) -> LiveEngine:
+        handle = self._find_user_engine()
+        if handle is not None:
+            live = LiveEngine(self, handle, owned=False, adopted=True, run_id=run_id)
+            logger.info("Using the %s engine already running in this process (not stopped by us).", self.kind)
+        else:
+            owned = self.config.owns_engine
+            start = self._start if owned else self._connect
+            handle = self._within_timeout(start, settings, verb="start" if owned else "connect to")
+            live = LiveEngine(self, handle, owned=owned, adopted=False, run_id=run_id)
+            _install_exit_handlers()
+            dashboard = self._dashboard_url(handle)
+            logger.info(
+                "%s %s engine for '%s' at %s%s.",
+                "Started" if owned else "Connected to",
+                self.kind,
+                self.name,
+                self._describe(handle).get("address", self.config.address or "embedded"),
+                f"; dashboard: {dashboard}" if dashboard else "",
+            )
+        _START_COUNTS[self.id] = _START_COUNTS.get(self.id, 0) + 1
+        _LIVE[self.id] = live
+        return live
+
+    def _close(self, live: LiveEngine, reason: str) -> None:
+        with _LOCK:
+            if _LIVE.get(self.id) is live:
+                del _LIVE[self.id]
+            if live.adopted:
+                return
+            try:
+                self._stop(live.handle, owned=live.owned)
+            except Exception as e:  # teardown must go on for other engines
+                logger.warning("Stopping the %s engine of '%s' failed: %s", self.kind, self.name, e)
+            else:
+                logger.info(
+                    "%s the %s engine of '%s' (%s).",
+                    "Stopped" if live.owned else "Disconnected from",
+                    self.kind,
+                    self.name,
+                    reason,
+                )
+
+    def _within_timeout(self, start: Any, settings: BaseEngineSettings, verb: str) -> Any:
+        """Run a start/connect callable, failing with the address after `startup_timeout_s`."""
+        timeout = self.config.startup_timeout_s
+        where = self.config.address or "an embedded engine"
+        outcome: Dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["handle"] = start(settings)
+            except BaseException as e:  # handed to the caller's thread
+                outcome["error"] = e
+
+        worker = threading.Thread(target=run, name=f"{self.kind}-start", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive():
+            self._abort_start()
+            raise EngineError(
+                f"Could not {verb} the {self.kind} engine of '{self.name}' at {where} within "
+                f"startup_timeout_s={timeout:g}s. Check that it is running and reachable."
+            )
+        if "error" in outcome:
+            self._abort_start()
+            raise EngineError(
+                f"Could not {verb} the {self.kind} engine of '{self.name}' at {where}: "
+                f"{outcome['error']}"
+            ) from outcome["error"]
+        return outcome["handle"]
+
+    # ---- BaseFeatureStore's abstract methods ----------------------------------------
+
+    def get_historical_features(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(self._not_a_feature_store())
+
+    def get_online_features(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(self._not_a_feature_store())
+
+    def _not_a_feature_store(self) -> str:
+        return (
+            f"'{self.name}' is a {self.kind} compute engine hosted in ZenML's feature_store "
+            "slot; it serves no features. Use flavors.compute_engine() or the typed accessors."
+        )
+
+
+class BaseEngineFlavor(BaseFeatureStoreFlavor):
+    """Base flavor: the host type and the shared config live here."""
+
+    @property
+    def type(self) -> StackComponentType:
+        return HOST_TYPE
+
+    @property
+    def config_class(self) -> Type[BaseEngineConfig]:
+        return BaseEngineConfig
+
+
+def register_engine_materializers(modules: Dict[str, str]) -> None:
+    """Import our materializer for each engine library the user's code already imported."""
+    import importlib
+    import sys
+
+    for engine_module, materializer_module in modules.items():
+        if engine_module in sys.modules and materializer_module not in sys.modules:
+            importlib.import_module(materializer_module)
+
+
+_TERMINAL_FAILURES = {ExecutionStatus.FAILED, ExecutionStatus.STOPPED, ExecutionStatus.CANCELLED}
+
+
+def _run_is_over(info: Any) -> bool:
+    """Whether no later step of this run will execute in this process.
+
+    Orchestrators that isolate steps run each in its own environment, so every step is the
+    last one there. The local orchestrator runs all steps here in order: the run is over
+    when every other step has a finished step run (cached steps get theirs up front) or is
+    skipped because an upstream step failed.
+    """
+    from zenml.client import Client
+
+    client = Client()
+    if client.active_stack.orchestrator.run_init_cleanup_at_step_level:
+        return True
+    statuses = {
+        step.name: step.status
+        for step in client.list_run_steps(pipeline_run_id=info.run_id, size=1000, hydrate=False)
+    }
+    statuses[info.pipeline_step_name] = ExecutionStatus.COMPLETED
+    failed = {name for name, status in statuses.items() if status in _TERMINAL_FAILURES}
+    mode = info.snapshot.pipeline_configuration.execution_mode
+    if failed and mode != ExecutionMode.CONTINUE_ON_FAILURE:
+        return True
+    blocked = set(failed)
+    for name, step in info.snapshot.step_configurations.items():
+        status = statuses.get(name)
+        if status is not None and status.is_finished:
+            continue
+        if blocked.intersection(step.spec.upstream_steps):
+            blocked.add(name)
+            continue
+        return False
+    return True

@@ -1,0 +1,205 @@
+"""The Spark engine: starts, attaches to and stops SparkSessions (pyspark imported lazily)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+from flavors.engine import BaseEngine, EngineError, LiveEngine
+from flavors.spark.flavor import SparkEngineConfig, SparkEngineSettings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _spark_value(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _master_endpoints(master: str) -> List[Tuple[str, int]]:
+    """Host/port pairs of `spark://h1:p1,h2:p2` or `sc://host:port` (Connect's default port 15002)."""
+    scheme, _, rest = master.partition("://")
+    rest = rest.split("/", 1)[0]
+    endpoints = []
+    for part in rest.split(","):
+        host, _, port = part.partition(":")
+        endpoints.append((host, int(port) if port else 15002))
+    return endpoints
+
+
+def _probe(master: str, timeout: float) -> None:
+    """Fail fast, naming the address, when no master endpoint accepts a TCP connection."""
+    errors = []
+    for host, port in _master_endpoints(master):
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return
+        except OSError as e:
+            errors.append(f"{host}:{port}: {e}")
+    raise EngineError(f"Spark master {master} is unreachable ({'; '.join(errors)})")
+
+
+def _shutdown_driver_jvm() -> None:
+    """Stop the py4j gateway JVM that PySpark keeps alive after `SparkSession.stop()`."""
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    if gateway is None:
+        return
+    process = getattr(gateway, "proc", None)  # None when the JVM was not launched by us
+    try:
+        gateway.shutdown()
+    except Exception:  # the JVM may already be gone
+        pass
+    if process is not None:
+        try:
+            if process.stdin:
+                process.stdin.close()  # the gateway server exits on EOF
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+
+
+class SparkEngine(BaseEngine):
+    """Owns a `local[*]` SparkSession or attaches to a Spark cluster."""
+
+    kind = "spark"
+    engine_settings_class = SparkEngineSettings
+    materializer_modules = {"pyspark.sql": "materializers.spark_dataframe"}
+
+    @property
+    def config(self) -> SparkEngineConfig:
+        return self._config  # type: ignore[return-value]
+
+    # ---- start / connect / stop ----------------------------------------------------
+
+    def _find_user_engine(self) -> Optional["SparkSession"]:
+        if "pyspark.sql" not in sys.modules:
+            return None  # nobody in this process can have started Spark
+        from pyspark.sql import SparkSession
+
+        session = SparkSession.getActiveSession() or SparkSession._instantiatedSession
+        if session is None or getattr(session.sparkContext, "_jsc", None) is None:
+            return None
+        return session
+
+    def _start(self, settings: SparkEngineSettings) -> "SparkSession":
+        return self._build(settings)
+
+    def _connect(self, settings: SparkEngineSettings) -> "SparkSession":
+        if self.config.master.startswith(("spark://", "sc://")):
+            _probe(self.config.master, timeout=min(5.0, self.config.startup_timeout_s))
+        return self._build(settings)
+
+    def _build(self, settings: SparkEngineSettings) -> "SparkSession":
+        from pyspark.sql import SparkSession
+
+        builder = SparkSession.builder.appName(self.config.app_name)
+        if self.config.is_connect:
+            builder = builder.remote(self.config.master)
+        else:
+            builder = builder.master(self.config.master)
+        for key, value in self._conf(settings).items():
+            builder = builder.config(key, value)
+        return builder.getOrCreate()
+
+    def _conf(self, settings: SparkEngineSettings) -> Dict[str, str]:
+        """Start-up conf: loopback defaults, artifact-store bridge, component conf, step conf."""
+        from zenml.client import Client
+
+        from flavors.storage import spark_conf_for_artifact_store
+
+        conf: Dict[str, str] = {}
+        if not self.config.is_connect:
+            conf["spark.ui.enabled"] = _spark_value(self.config.ui_enabled)
+            hosts = [host for host, _ in _master_endpoints(self.config.master)] if self.config.address else []
+            if all(host in _LOOPBACK for host in hosts):
+                # Everything on this machine: bind the driver to loopback and run
+                # executors on this interpreter.
+                conf["spark.driver.host"] = "127.0.0.1"
+                conf["spark.driver.bindAddress"] = "127.0.0.1"
+                conf["spark.pyspark.python"] = sys.executable
+            conf.update(spark_conf_for_artifact_store(Client().active_stack.artifact_store))
+        conf.update({k: _spark_value(v) for k, v in self.config.conf.items()})
+        conf.update({k: _spark_value(v) for k, v in settings.conf.items()})
+        return conf
+
+    def _stop(self, handle: "SparkSession", owned: bool) -> None:
+        # For Spark, attached still means "our driver application on their cluster":
+        # stopping it ends our application, never the cluster.
+        handle.stop()
+        if not self.config.is_connect:
+            _shutdown_driver_jvm()
+
+    def _abort_start(self) -> None:
+        if "pyspark" not in sys.modules:
+            return
+        from pyspark import SparkContext
+
+        process = getattr(SparkContext._gateway, "proc", None)
+        if process is not None:
+            process.kill()
+            process.wait()
+        SparkContext._gateway = None
+        SparkContext._jvm = None
+        SparkContext._active_spark_context = None
+
+    # ---- observability -------------------------------------------------------------
+
+    def _describe(self, handle: "SparkSession") -> Dict[str, Any]:
+        from flavors.storage import redact_conf
+
+        facts: Dict[str, Any] = {"spark_version": handle.version}
+        if self.config.is_connect:
+            facts.update(master=self.config.master, address=self.config.master)
+            return facts
+        context = handle.sparkContext
+        facts.update(
+            master=context.master,
+            address=context.master,
+            application_id=context.applicationId,
+            conf=redact_conf(dict(context.getConf().getAll())),
+        )
+        if context.uiWebUrl:
+            facts["spark_ui_url"] = facts["dashboard_url"] = context.uiWebUrl
+        return facts
+
+    # ---- per-step settings ---------------------------------------------------------
+
+    def _step_overrides(self, settings: SparkEngineSettings) -> Dict[str, str]:
+        base = {k: _spark_value(v) for k, v in self.config.conf.items()}
+        return {
+            k: _spark_value(v) for k, v in settings.conf.items() if base.get(k) != _spark_value(v)
+        }
+
+    def _restart_reason(self, live: LiveEngine, settings: SparkEngineSettings) -> Optional[str]:
+        session = live.handle
+        changed = [
+            key
+            for key, value in self._step_overrides(settings).items()
+            if not session.conf.isModifiable(key) and session.conf.get(key, None) != value
+        ]
+        if not changed:
+            return None
+        return f"static Spark option(s) {', '.join(sorted(changed))} differ from the running engine"
+
+    def _step_view(self, live: LiveEngine, settings: SparkEngineSettings) -> "SparkSession":
+        session = live.handle
+        runtime = {
+            k: v for k, v in self._step_overrides(settings).items() if session.conf.isModifiable(k)
+        }
+        if not runtime:
+            return session
+        # A child session shares the SparkContext but has its own SQL conf, so the
+        # step's options never leak into the next step.
+        view = session.newSession()
+        for key, value in runtime.items():
+            view.conf.set(key, value)
+        return view

@@ -1,0 +1,88 @@
+"""Spark engine flavor: config, settings and flavor (import-light: no pyspark here)."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Dict, Optional, Type, Union
+
+from pydantic import Field, field_validator
+
+from flavors.engine import BaseEngineConfig, BaseEngineFlavor, BaseEngineSettings
+
+if TYPE_CHECKING:
+    from flavors.spark.engine import SparkEngine
+
+_HOST_PORT = r"[A-Za-z0-9.\-]+:\d{1,5}"
+_MASTER_PATTERNS = {
+    "local[*] / local[N]": re.compile(r"local(\[(\*|[1-9]\d*)(,\s*[1-9]\d*)?\])?"),
+    "spark://host:port": re.compile(rf"spark://{_HOST_PORT}(,{_HOST_PORT})*"),
+    "yarn": re.compile(r"yarn"),
+    "k8s://https://host:port": re.compile(r"k8s://(https?://)?[A-Za-z0-9.\-]+(:\d{1,5})?"),
+    "sc://host:port": re.compile(r"sc://[A-Za-z0-9.\-]+(:\d{1,5})?(/;.*)?"),
+}
+
+
+class SparkEngineSettings(BaseEngineSettings):
+    """Per-step Spark options.
+
+    Attributes:
+        conf: Spark options for the step. Runtime SQL options (e.g.
+            `spark.sql.shuffle.partitions`) apply to this step only, through
+            `spark.newSession()`. Static options (e.g. `spark.executor.memory`)
+            restart an owned engine and are refused for an attached one.
+    """
+
+    conf: Dict[str, Union[str, int, float, bool]] = Field(default_factory=dict)
+
+
+class SparkEngineConfig(BaseEngineConfig, SparkEngineSettings):
+    """Spark engine component config.
+
+    Attributes:
+        master: `local[*]` or `local[N]` for an embedded engine this component owns;
+            `spark://host:port`, `yarn`, `k8s://...` or `sc://host:port` (Spark Connect)
+            to attach to a cluster it never stops.
+        app_name: The Spark application name.
+        ui_enabled: Start the Spark UI (its URL is logged and recorded as metadata).
+    """
+
+    master: str = "local[*]"
+    app_name: str = "zenml"
+    ui_enabled: bool = True
+
+    @field_validator("master")
+    @classmethod
+    def _check_master(cls, value: str) -> str:
+        value = value.strip()
+        if any(pattern.fullmatch(value) for pattern in _MASTER_PATTERNS.values()):
+            return value
+        raise ValueError(
+            f"master={value!r} is not a Spark master URL; use one of: "
+            + ", ".join(_MASTER_PATTERNS)
+        )
+
+    @property
+    def address(self) -> Optional[str]:
+        return None if self.master.startswith("local") else self.master
+
+    @property
+    def is_connect(self) -> bool:
+        return self.master.startswith("sc://")
+
+
+class SparkEngineFlavor(BaseEngineFlavor):
+    """Spark as a ZenML stack component (`--flavor=spark`)."""
+
+    @property
+    def name(self) -> str:
+        return "spark"
+
+    @property
+    def config_class(self) -> Type[SparkEngineConfig]:
+        return SparkEngineConfig
+
+    @property
+    def implementation_class(self) -> Type["SparkEngine"]:
+        from flavors.spark.engine import SparkEngine
+
+        return SparkEngine

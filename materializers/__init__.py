@@ -1,0 +1,5 @@
+"""Artifact formats: one parquet + manifest layout (dataset.py) and a materializer per engine type.
+
+Import a materializer module (e.g. `materializers.spark_dataframe`) to register it with ZenML;
+the engine components do this for you when the engine library is already imported.
+"""

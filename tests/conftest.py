@@ -1,0 +1,51 @@
+"""Test environment: an isolated ZenML store, real engines, leaked-process accounting."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+_ZEN_HOME = Path(tempfile.mkdtemp(prefix="zenml-engines-tests-"))
+# Before zenml is imported anywhere: a private global config + SQLite store per session.
+os.environ["ZENML_CONFIG_PATH"] = str(_ZEN_HOME / "config")
+os.environ["ZENML_CUSTOM_SOURCE_ROOT"] = str(ROOT)
+os.environ["ZENML_ANALYTICS_OPT_IN"] = "false"
+os.environ["ZENML_ENABLE_RICH_TRACEBACK"] = "false"
+os.environ["AUTO_OPEN_DASHBOARD"] = "false"
+os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"  # every Spark socket on loopback
+
+import pytest  # noqa: E402
+
+from tests.support import zenml_env  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def zen():
+    """The isolated ZenML client with our flavors registered."""
+    return zenml_env.setup()
+
+
+@pytest.fixture
+def spark_stack(zen):
+    """Activate a stack whose feature_store is an owned local Spark engine; yields a factory."""
+    created = []
+
+    def make(**config):
+        stack = zenml_env.activate_engine_stack("spark", config)
+        created.append(stack)
+        return stack
+
+    yield make
+    zenml_env.teardown_engines()
+
+
+@pytest.fixture(scope="session")
+def spark_cluster():
+    """A Spark standalone master + one worker on 127.0.0.1, started once per session."""
+    from tests.support.spark_cluster import StandaloneCluster
+
+    cluster = StandaloneCluster.start()
+    yield cluster
+    cluster.stop()

@@ -1,0 +1,112 @@
+"""Pipelines the integration tests run (a module under the source root, so ZenML can load its steps)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Annotated, Tuple
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from zenml import pipeline, step
+
+from flavors import SparkEngineSettings, spark_session
+
+
+@step
+def make_numbers(n: int) -> DataFrame:
+    return spark_session().range(n).withColumn("k", F.col("id") % 3)
+
+
+@step
+def count_by_key(df: DataFrame) -> DataFrame:
+    # Returned lazily: the groupBy runs while ZenML saves the output, after cleanup_step_run.
+    return df.groupBy("k").agg(F.count("*").alias("n"), F.sum("id").alias("total"))
+
+
+@step
+def engine_free(x: int = 1) -> int:
+    return x + 1
+
+
+@step(settings={"feature_store": SparkEngineSettings(conf={"spark.sql.shuffle.partitions": 3})})
+def partitions_with_setting() -> str:
+    return spark_session().conf.get("spark.sql.shuffle.partitions")
+
+
+@step
+def partitions_default() -> str:
+    return spark_session().conf.get("spark.sql.shuffle.partitions")
+
+
+@step(settings={"feature_store": SparkEngineSettings(conf={"spark.executor.memory": "700m"})})
+def executor_memory_700m() -> str:
+    return spark_session().sparkContext.getConf().get("spark.executor.memory")
+
+
+@step
+def fail_after_spark(df: DataFrame) -> int:
+    df.count()
+    raise ValueError("this step fails on purpose")
+
+
+@step
+def sleep_with_spark(marker: str) -> int:
+    spark_session().range(10).count()
+    with open(marker, "w") as handle:
+        handle.write(str(os.getpid()))
+    time.sleep(120)
+    return 0
+
+
+@step
+def application_id() -> str:
+    return spark_session().sparkContext.applicationId
+
+
+@step(enable_cache=True)
+def cached_tail() -> int:
+    return 42
+
+
+@step(enable_cache=False)
+def numbers_uncached(n: int) -> DataFrame:
+    return spark_session().range(n)
+
+
+@pipeline(enable_cache=False)
+def aggregate_pipeline(n: int = 1000) -> None:
+    count_by_key(make_numbers(n))
+
+
+@pipeline(enable_cache=False)
+def settings_pipeline() -> None:
+    partitions_with_setting()
+    partitions_default(after="partitions_with_setting")
+
+
+@pipeline(enable_cache=False)
+def static_conf_pipeline() -> None:
+    application_id(id="before")
+    executor_memory_700m(after="before")
+
+
+@pipeline(enable_cache=False)
+def failing_pipeline() -> None:
+    fail_after_spark(make_numbers(10))
+
+
+@pipeline(enable_cache=False)
+def sleeping_pipeline(marker: str) -> None:
+    sleep_with_spark(marker)
+
+
+@pipeline(enable_cache=False)
+def engine_free_pipeline() -> None:
+    engine_free()
+
+
+@pipeline
+def cached_tail_pipeline(n: int = 10) -> None:
+    numbers_uncached(n)
+    cached_tail(after="numbers_uncached")
