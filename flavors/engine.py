@@ -452,12 +452,14 @@ _TERMINAL_FAILURES = {ExecutionStatus.FAILED, ExecutionStatus.STOPPED, Execution
 
 
 def _run_is_over(info: Any) -> bool:
-    """Whether no later step of this run will execute in this process.
+    """Whether no later step of this run will certainly execute in this process.
 
-    Orchestrators that isolate steps run each in its own environment, so every step is the
-    last one there. The local orchestrator runs all steps here in order: the run is over
-    when every other step has a finished step run (cached steps get theirs up front) or is
-    skipped because an upstream step failed.
+    Orchestrators that isolate steps run each in its own environment, so every step is
+    the last one there. The local orchestrator runs all steps here, in order. A later
+    step certainly executes when its cache is off or it consumes an output produced in
+    this run (a new artifact means a new cache key). A step that may be served from the
+    cache runs no hooks, so we do not wait for it: if it executes after all, it starts
+    the engine again lazily.
     """
     from zenml.client import Client
 
@@ -470,16 +472,26 @@ def _run_is_over(info: Any) -> bool:
     }
     statuses[info.pipeline_step_name] = ExecutionStatus.COMPLETED
     failed = {name for name, status in statuses.items() if status in _TERMINAL_FAILURES}
-    mode = info.snapshot.pipeline_configuration.execution_mode
-    if failed and mode != ExecutionMode.CONTINUE_ON_FAILURE:
+    pipeline_config = info.snapshot.pipeline_configuration
+    if failed and pipeline_config.execution_mode != ExecutionMode.CONTINUE_ON_FAILURE:
         return True
+    executed = {name for name, status in statuses.items() if status == ExecutionStatus.COMPLETED}
     blocked = set(failed)
     for name, step in info.snapshot.step_configurations.items():
         status = statuses.get(name)
         if status is not None and status.is_finished:
             continue
         if blocked.intersection(step.spec.upstream_steps):
-            blocked.add(name)
+            blocked.add(name)  # skipped after an upstream failure
             continue
-        return False
+        cache = step.config.enable_cache
+        if cache is None:
+            cache = pipeline_config.enable_cache is not False
+        fresh_input = any(
+            spec.step_name in executed
+            for specs in step.spec.normalized_inputs.values()
+            for spec in specs
+        )
+        if not cache or fresh_input:
+            return False
     return True

@@ -49,3 +49,13 @@ def spark_cluster():
     cluster = StandaloneCluster.start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def dask_cluster():
+    """A `dask scheduler` + one `dask worker --nthreads 1` on 127.0.0.1, started once per session."""
+    from tests.support.dask_cluster import SchedulerAndWorker
+
+    cluster = SchedulerAndWorker.start()
+    yield cluster
+    cluster.stop()

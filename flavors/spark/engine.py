@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
 import sys
@@ -99,14 +100,31 @@ class SparkEngine(BaseEngine):
         return self._build(settings)
 
     def _build(self, settings: SparkEngineSettings) -> "SparkSession":
+        """Start a session with the component conf and the step's static options.
+
+        The step's runtime SQL options stay out of the start-up conf, which every later
+        session inherits; `_step_view` applies them to this step alone.
+        """
+        conf = self._conf(settings)
+        maybe_runtime = {k for k in self._step_overrides(settings) if k.startswith("spark.sql.")}
+        session = self._create({k: v for k, v in conf.items() if k not in maybe_runtime})
+        static_sql = {k for k in maybe_runtime if not session.conf.isModifiable(k)}
+        if static_sql:  # e.g. spark.sql.warehouse.dir: only settable at start-up
+            session.stop()
+            session = self._create({k: v for k, v in conf.items() if k not in maybe_runtime - static_sql})
+        return session
+
+    def _create(self, conf: Dict[str, str]) -> "SparkSession":
         from pyspark.sql import SparkSession
 
+        # py4j logs every closed gateway connection at INFO, drowning the step logs.
+        logging.getLogger("py4j").setLevel(logging.WARNING)
         builder = SparkSession.builder.appName(self.config.app_name)
         if self.config.is_connect:
             builder = builder.remote(self.config.master)
         else:
             builder = builder.master(self.config.master)
-        for key, value in self._conf(settings).items():
+        for key, value in conf.items():
             builder = builder.config(key, value)
         return builder.getOrCreate()
 

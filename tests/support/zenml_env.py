@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any, Dict, List
 
 import psutil
 
-FLAVOR_SOURCES = {"spark": "flavors.SparkEngineFlavor"}
+FLAVOR_SOURCES = {"spark": "flavors.SparkEngineFlavor", "dask": "flavors.DaskEngineFlavor"}
 
 
 def setup() -> Any:
@@ -62,9 +63,39 @@ def descendants(names: List[str], pid: int | None = None) -> List[psutil.Process
     return found
 
 
-def java_children() -> List[psutil.Process]:
-    return descendants(["java"])
+def _is_cluster_daemon(proc: psutil.Process) -> bool:
+    # The standalone master and worker the session fixture started are ours to keep.
+    try:
+        return any("org.apache.spark.deploy." in part for part in proc.cmdline())
+    except psutil.NoSuchProcess:
+        return True
+
+
+def java_children(settle_s: float = 0.0) -> List[psutil.Process]:
+    """Java processes below this one, other than cluster daemons.
+
+    `settle_s` gives processes that are already on their way out (executors of an
+    application that just ended) that long to exit.
+    """
+    deadline = time.time() + settle_s
+    while True:
+        found = [p for p in descendants(["java"]) if not _is_cluster_daemon(p)]
+        if not found or time.time() >= deadline:
+            return found
+        time.sleep(0.25)
+
+
+def manifest_of(artifact: Any) -> Any:
+    """The dataset manifest of a stored artifact version."""
+    from zenml.client import Client
+
+    from materializers import dataset
+
+    return dataset.read_manifest(Client().active_stack.artifact_store, artifact.uri)
 
 
 def step_metadata(run: Any, step: str) -> Dict[str, Any]:
     return run.steps[step].run_metadata.get("compute_engine", {})
+
+
+ROOT_DIR = str(__import__("pathlib").Path(__file__).resolve().parents[2])

@@ -1,0 +1,268 @@
+"""The Spark engine through ZenML's real hook path on a real local Spark and a standalone cluster."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+
+from flavors import EngineError, compute_engine, shutdown_engines
+from flavors.engine import live_engines
+from tests.integration import pipelines as P
+from tests.support.zenml_env import ROOT_DIR, java_children, manifest_of, step_metadata
+
+LOCAL = {"master": "local[2]", "ui_enabled": False}
+
+
+def _engine_id(run, step):
+    return step_metadata(run, step)["application_id"]
+
+
+def test_dataframes_flow_between_steps_and_engine_stops_after_outputs_are_saved(spark_stack):
+    spark_stack(**LOCAL)
+    run = P.aggregate_pipeline(n=1000)
+
+    # Half 2: the owned engine, including its driver JVM, is gone when the call returns.
+    assert java_children() == []
+    assert live_engines() == {}
+    # Half 1: the lazy DataFrame returned by the last step was written before that.
+    artifact = run.steps["count_by_key"].outputs["output"][0]
+    assert artifact.materializer.attribute == "SparkDataFrameMaterializer"
+    manifest = manifest_of(artifact)
+    assert manifest.num_rows == 3
+    assert {c["name"] for c in manifest.schema} == {"k", "n", "total"}
+    assert artifact.run_metadata["num_rows"] == 3
+    assert os.path.isfile(posixpath.join(artifact.uri, "preview.html"))
+    # One engine served both steps of the run.
+    assert _engine_id(run, "make_numbers") == _engine_id(run, "count_by_key")
+    assert step_metadata(run, "count_by_key")["engine_starts_in_process"] == 1
+
+
+def test_artifact_loads_outside_a_step_with_a_local_session(spark_stack):
+    spark_stack(**LOCAL)
+    run = P.aggregate_pipeline(n=30)
+    df = run.steps["count_by_key"].outputs["output"][0].load()
+    rows = {r["k"]: (r["n"], r["total"]) for r in df.collect()}
+    assert rows == {0: (10, 135), 1: (10, 145), 2: (10, 155)}
+    shutdown_engines()
+    assert java_children() == []
+
+
+def test_failing_step_stops_the_engine(spark_stack):
+    spark_stack(**LOCAL)
+    with pytest.raises(RuntimeError, match="fail_after_spark"):
+        P.failing_pipeline()
+    assert java_children() == []
+
+
+def test_teardown_on_success_keeps_a_failed_runs_engine_and_logs_its_ui(spark_stack, caplog):
+    spark_stack(master="local[1]", teardown="on_success", ui_enabled=True)
+    with pytest.raises(RuntimeError):
+        P.failing_pipeline()
+    assert len(java_children()) == 1
+    (live,) = live_engines().values()
+    assert live.handle.sparkContext.uiWebUrl in caplog.text
+    assert "keeping the spark engine" in caplog.text
+    shutdown_engines()
+    assert java_children() == []
+
+
+def test_run_whose_last_step_is_cached_ends_with_no_engine(spark_stack):
+    spark_stack(**LOCAL)
+    P.cached_tail_pipeline(n=5)
+    second = P.cached_tail_pipeline(n=5)
+    assert second.steps["cached_tail"].status.value == "cached"
+    assert java_children() == []
+
+
+def test_engine_free_steps_start_nothing(spark_stack):
+    spark_stack(**LOCAL)
+    stack_engine = compute_engine("spark")
+    starts = stack_engine.start_count
+    run = P.engine_free_pipeline()
+    assert step_metadata(run, "engine_free") == {}
+    assert stack_engine.start_count == starts
+    assert "pyspark" not in str(live_engines())
+    assert java_children() == []
+
+
+def test_runtime_conf_is_isolated_per_step(spark_stack):
+    spark_stack(**LOCAL)
+    run = P.settings_pipeline()
+    assert run.steps["partitions_with_setting"].outputs["output"][0].load() == "3"
+    assert run.steps["partitions_default"].outputs["output"][0].load() == "200"
+    # Runtime options need no restart: both steps ran on one application.
+    assert _engine_id(run, "partitions_with_setting") == _engine_id(run, "partitions_default")
+    assert java_children() == []
+
+
+def test_static_conf_restarts_an_owned_engine(spark_stack):
+    spark_stack(**LOCAL)
+    run = P.static_conf_pipeline()
+    before = run.steps["before"].outputs["output"][0].load()
+    assert run.steps["executor_memory_700m"].outputs["output"][0].load() == "700m"
+    assert _engine_id(run, "executor_memory_700m") != before
+    assert java_children() == []
+
+
+def test_step_metadata_describes_the_engine_without_secrets(spark_stack, caplog):
+    spark_stack(
+        master="local[1]",
+        ui_enabled=True,
+        conf={"spark.hadoop.fs.s3a.secret.key": "do-not-leak-me", "spark.sql.shuffle.partitions": 4},
+    )
+    run = P.aggregate_pipeline(n=10)
+    facts = step_metadata(run, "make_numbers")
+    assert facts["engine"] == "spark"
+    assert facts["mode"] == "owned"
+    assert facts["master"] == "local[1]"
+    assert facts["application_id"].startswith("local-")
+    assert facts["spark_version"].startswith("4.")
+    assert facts["spark_ui_url"].startswith("http://127.0.0.1:")
+    assert facts["conf"]["spark.sql.shuffle.partitions"] == "4"
+    assert facts["conf"]["spark.hadoop.fs.s3a.secret.key"] == "***"
+    assert "do-not-leak-me" not in str(run.steps["make_numbers"].run_metadata)
+    assert "do-not-leak-me" not in caplog.text
+
+
+def test_a_session_the_user_started_is_attached_and_never_stopped(spark_stack):
+    from pyspark.sql import SparkSession
+
+    from flavors.spark.engine import _shutdown_driver_jvm
+
+    spark_stack(**LOCAL)
+    mine = SparkSession.builder.master("local[1]").appName("user-session").getOrCreate()
+    try:
+        run = P.aggregate_pipeline(n=10)
+        assert step_metadata(run, "make_numbers")["mode"] == "adopted"
+        assert _engine_id(run, "make_numbers") == mine.sparkContext.applicationId
+        assert mine.range(3).count() == 3  # still alive and usable
+    finally:
+        mine.stop()
+        _shutdown_driver_jvm()
+    assert java_children() == []
+
+
+def test_reuse_process_keeps_a_warm_engine_across_runs(spark_stack):
+    spark_stack(reuse="process", **LOCAL)
+    first = P.aggregate_pipeline(n=10)
+    assert len(java_children()) == 1
+    second = P.aggregate_pipeline(n=10)
+    assert _engine_id(first, "make_numbers") == _engine_id(second, "count_by_key")
+    shutdown_engines()
+    assert java_children() == []
+
+
+def test_reuse_step_gives_each_step_a_fresh_engine(spark_stack):
+    spark_stack(reuse="step", **LOCAL)
+    run = P.aggregate_pipeline(n=10)
+    assert _engine_id(run, "make_numbers") != _engine_id(run, "count_by_key")
+    assert java_children() == []
+
+
+def test_no_engine_on_the_stack_says_how_to_register_one(zen):
+    zen.activate_stack("default")
+    with pytest.raises(EngineError, match="zenml feature-store flavor register flavors.SparkEngineFlavor"):
+        compute_engine("spark")
+
+
+def _step_duration(run, step):
+    step_run = run.steps[step] if hasattr(run, "steps") else None
+    return (step_run.end_time - step_run.start_time).total_seconds()
+
+
+def _latest_run(zen):
+    return zen.list_pipeline_runs(sort_by="desc:created", size=1).items[0]
+
+
+def test_unreachable_master_fails_fast_with_its_address(zen, spark_stack):
+    from tests.support.spark_cluster import free_port
+
+    address = f"spark://127.0.0.1:{free_port()}"
+    spark_stack(master=address, startup_timeout_s=5)
+    with pytest.raises(RuntimeError):
+        P.aggregate_pipeline(n=10)
+    run = _latest_run(zen)
+    step = run.steps["make_numbers"]
+    assert step.status.value == "failed"
+    assert _step_duration(run, "make_numbers") < 5 + 2
+    assert address in (step.exception_info.traceback if step.exception_info else "")
+    assert java_children() == []
+
+
+@pytest.mark.slow
+def test_master_that_never_answers_times_out_within_startup_timeout(zen, spark_stack):
+    # A port that accepts connections but never speaks Spark: the start hangs until our timeout.
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
+    address = f"spark://127.0.0.1:{server.getsockname()[1]}"
+    spark_stack(master=address, startup_timeout_s=8)
+    try:
+        with pytest.raises(RuntimeError):
+            P.aggregate_pipeline(n=10)
+    finally:
+        server.close()
+    run = _latest_run(zen)
+    assert _step_duration(run, "make_numbers") < 8 + 2
+    assert "within startup_timeout_s=8s" in run.steps["make_numbers"].exception_info.traceback
+    assert java_children() == []
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_run_leaves_no_java_process(spark_stack, tmp_path):
+    spark_stack(**LOCAL)
+    marker = tmp_path / "engine-started"
+    script = (
+        "from tests.integration.pipelines import sleeping_pipeline\n"
+        f"sleeping_pipeline(marker={str(marker)!r})\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT_DIR)
+    try:
+        deadline = time.time() + 120
+        while not marker.exists() and time.time() < deadline and child.poll() is None:
+            time.sleep(0.2)
+        assert marker.exists(), "the step never started its Spark engine"
+        jvms = [p for p in psutil.Process(child.pid).children(recursive=True) if p.name() == "java"]
+        assert jvms, "expected the pipeline process to run a driver JVM"
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=60) != 0
+        gone, alive = psutil.wait_procs(jvms, timeout=15)
+        assert alive == []
+    finally:
+        if child.poll() is None:
+            child.kill()
+
+
+@pytest.mark.slow
+def test_standalone_cluster_runs_our_application_and_keeps_running(spark_stack, spark_cluster):
+    spark_stack(master=spark_cluster.master_url, ui_enabled=False)
+    run = P.aggregate_pipeline(n=100)
+    facts = step_metadata(run, "make_numbers")
+    assert facts["mode"] == "attached"
+    assert facts["master"] == spark_cluster.master_url
+    assert facts["application_id"] in spark_cluster.application_ids()
+    assert manifest_of(run.steps["count_by_key"].outputs["output"][0]).num_rows == 3
+    assert spark_cluster.alive()  # never stopped a cluster we did not start
+    assert java_children(settle_s=15) == []  # but our driver and its executors are gone
+
+
+@pytest.mark.slow
+def test_static_conf_on_an_attached_cluster_fails_clearly(zen, spark_stack, spark_cluster):
+    spark_stack(master=spark_cluster.master_url, ui_enabled=False)
+    with pytest.raises(RuntimeError):
+        P.static_conf_pipeline()
+    traceback = _latest_run(zen).steps["executor_memory_700m"].exception_info.traceback
+    assert "spark.executor.memory" in traceback and "cannot be restarted" in traceback
+    assert spark_cluster.alive()
+    assert java_children(settle_s=15) == []

@@ -1,0 +1,32 @@
+"""Importing `flavors` or registering a flavor loads no engine library."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.support.zenml_env import ROOT_DIR
+
+HEAVY = ("pyspark", "ray", "dask", "distributed", "google.cloud")
+
+PROBE = f"""
+import sys
+import flavors
+from zenml.enums import StackComponentType
+for flavor_class in (flavors.SparkEngineFlavor,):
+    flavor = flavor_class()
+    assert flavor.type == StackComponentType.FEATURE_STORE
+    flavor.to_model(integration="custom", is_custom=True)  # what `flavor register` stores
+    flavor.config_class(master="local[2]") if flavor.name == "spark" else flavor.config_class()
+    flavor.implementation_class  # the component class itself stays light too
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r} or m.startswith("google.cloud"))
+print("HEAVY", heavy)
+"""
+
+
+def test_flavors_import_and_registration_load_no_engine_library():
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=ROOT_DIR, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout
