@@ -227,6 +227,9 @@ class BaseEngine(BaseFeatureStore):
         """The handle a step gets; flavors isolate per-step options here."""
         return live.handle
 
+    def _release_step_view(self, live: LiveEngine, view: Any) -> None:
+        """Release what `_step_view` created for a step that is over."""
+
     def _dashboard_url(self, handle: Any) -> Optional[str]:
         return self._describe(handle).get("dashboard_url")
 
@@ -318,7 +321,9 @@ class BaseEngine(BaseFeatureStore):
             live = _LIVE.get(self.id)
             if live is None:
                 return
-            live.step_views.pop(info.step_run_id, None)
+            view = live.step_views.pop(info.step_run_id, None)
+            if view is not None:
+                self._release_step_view(live, view)
             if live.kept_for_inspection or self.config.reuse == "process":
                 return
             if step_failed and self.config.teardown == "on_success":

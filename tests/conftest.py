@@ -42,6 +42,16 @@ def spark_stack(zen):
 
 
 @pytest.fixture(scope="session")
+def spark_connect_server():
+    """A Spark Connect server on 127.0.0.1, started once per session."""
+    from tests.support.spark_cluster import ConnectServer
+
+    server = ConnectServer.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def spark_cluster():
     """A Spark standalone master + one worker on 127.0.0.1, started once per session."""
     from tests.support.spark_cluster import StandaloneCluster
@@ -59,3 +69,13 @@ def dask_cluster():
     cluster = SchedulerAndWorker.start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A `ray start --head --block` (1 CPU, 127.0.0.1) started once per session; stopped by us, never `ray stop`."""
+    from tests.support.ray_cluster import RayHead
+
+    head = RayHead.start()
+    yield head
+    head.stop()

@@ -68,6 +68,13 @@ def _shutdown_driver_jvm() -> None:
     SparkContext._jvm = None
 
 
+def _is_running(session: "SparkSession") -> bool:
+    context = getattr(session, "_sc", None)  # classic sessions only; Connect has no SparkContext
+    if context is not None:
+        return context._jsc is not None
+    return not getattr(session, "is_stopped", True)
+
+
 class SparkEngine(BaseEngine):
     """Owns a `local[*]` SparkSession or attaches to a Spark cluster."""
 
@@ -87,9 +94,7 @@ class SparkEngine(BaseEngine):
         from pyspark.sql import SparkSession
 
         session = SparkSession.getActiveSession() or SparkSession._instantiatedSession
-        if session is None or getattr(session.sparkContext, "_jsc", None) is None:
-            return None
-        return session
+        return session if session is not None and _is_running(session) else None
 
     def _start(self, settings: SparkEngineSettings) -> "SparkSession":
         return self._build(settings)
@@ -176,7 +181,11 @@ class SparkEngine(BaseEngine):
 
         facts: Dict[str, Any] = {"spark_version": handle.version}
         if self.config.is_connect:
-            facts.update(master=self.config.master, address=self.config.master)
+            facts.update(
+                master=self.config.master,
+                address=self.config.master,
+                application_id=handle.conf.get("spark.app.id", None),
+            )
             return facts
         context = handle.sparkContext
         facts.update(
@@ -221,3 +230,9 @@ class SparkEngine(BaseEngine):
         for key, value in runtime.items():
             view.conf.set(key, value)
         return view
+
+    def _release_step_view(self, live: LiveEngine, view: "SparkSession") -> None:
+        # A Connect child session is a server-side session of its own; a classic child
+        # shares the SparkContext, so stopping it would stop the engine.
+        if self.config.is_connect and view is not live.handle:
+            view.stop()

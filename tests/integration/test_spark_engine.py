@@ -266,3 +266,18 @@ def test_static_conf_on_an_attached_cluster_fails_clearly(zen, spark_stack, spar
     assert "spark.executor.memory" in traceback and "cannot be restarted" in traceback
     assert spark_cluster.alive()
     assert java_children(settle_s=15) == []
+
+
+@pytest.mark.slow
+def test_spark_connect_server_runs_the_pipeline_and_keeps_running(spark_stack, spark_connect_server):
+    spark_stack(master=spark_connect_server.url)
+    run = P.aggregate_pipeline(n=30)
+    facts = step_metadata(run, "make_numbers")
+    assert facts["mode"] == "attached" and facts["master"] == spark_connect_server.url
+    assert manifest_of(run.steps["count_by_key"].outputs["output"][0]).num_rows == 3
+    settings_run = P.settings_pipeline()
+    assert settings_run.steps["partitions_with_setting"].outputs["output"][0].load() == "3"
+    assert settings_run.steps["partitions_default"].outputs["output"][0].load() == "200"
+    assert live_engines() == {}
+    assert spark_connect_server.alive()
+    assert java_children() == []

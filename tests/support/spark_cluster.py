@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -95,3 +96,68 @@ class StandaloneCluster:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+@dataclass
+class ConnectServer:
+    """A Spark Connect server (`sbin/start-connect-server.sh`, local[1]) on 127.0.0.1."""
+
+    url: str
+    process: subprocess.Popen
+
+    @classmethod
+    def start(cls, timeout: float = 90.0) -> "ConnectServer":
+        import pyspark
+
+        spark_home = os.path.dirname(pyspark.__file__)
+        port = free_port()
+        log_dir = tempfile.mkdtemp(prefix="spark-connect-")
+        env = {
+            **os.environ,
+            "SPARK_HOME": spark_home,
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            "SPARK_NO_DAEMONIZE": "1",  # stay in the foreground so we own the process
+            "SPARK_LOG_DIR": log_dir,
+            "SPARK_PID_DIR": log_dir,
+            "PYSPARK_PYTHON": sys.executable,
+        }
+        process = subprocess.Popen(
+            [
+                os.path.join(spark_home, "sbin", "start-connect-server.sh"),
+                "--master", "local[1]",
+                "--conf", f"spark.connect.grpc.binding.port={port}",
+                "--conf", "spark.connect.grpc.binding.address=127.0.0.1",
+                "--conf", "spark.ui.enabled=false",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        server = cls(f"sc://127.0.0.1:{port}", process)
+        deadline = time.time() + timeout
+        while time.time() < deadline and process.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return server
+            except OSError:
+                time.sleep(0.5)
+        server.stop()
+        raise RuntimeError(f"Spark Connect server did not come up on port {port} in {timeout}s")
+
+    def alive(self) -> bool:
+        if self.process.poll() is not None:
+            return False
+        port = int(self.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=30)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()

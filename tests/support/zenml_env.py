@@ -8,7 +8,7 @@ from typing import Any, Dict, List
 
 import psutil
 
-FLAVOR_SOURCES = {"spark": "flavors.SparkEngineFlavor", "dask": "flavors.DaskEngineFlavor"}
+FLAVOR_SOURCES = {"spark": "flavors.SparkEngineFlavor", "dask": "flavors.DaskEngineFlavor", "ray": "flavors.RayEngineFlavor"}
 
 
 def setup() -> Any:
@@ -63,10 +63,18 @@ def descendants(names: List[str], pid: int | None = None) -> List[psutil.Process
     return found
 
 
+# Main classes of the JVMs the session fixtures start (kept running across tests). Our
+# own driver JVM runs `org.apache.spark.deploy.SparkSubmit pyspark-shell`: not listed.
+CLUSTER_DAEMON_CLASSES = (
+    "org.apache.spark.deploy.master.Master",
+    "org.apache.spark.deploy.worker.Worker",
+    "org.apache.spark.sql.connect.service.SparkConnectServer",
+)
+
+
 def _is_cluster_daemon(proc: psutil.Process) -> bool:
-    # The standalone master and worker the session fixture started are ours to keep.
     try:
-        return any("org.apache.spark.deploy." in part for part in proc.cmdline())
+        return any(part in CLUSTER_DAEMON_CLASSES for part in proc.cmdline())
     except psutil.NoSuchProcess:
         return True
 
