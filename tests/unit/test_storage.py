@@ -273,8 +273,6 @@ def _component_kwargs(flavor):
 
 
 def test_real_zenml_s3_artifact_store():
-    pytest.importorskip("s3fs")
-    pytest.importorskip("boto3")
     from zenml.integrations.s3.artifact_stores.s3_artifact_store import S3ArtifactStore
     from zenml.integrations.s3.flavors.s3_artifact_store_flavor import S3ArtifactStoreConfig
 
@@ -302,8 +300,6 @@ def test_real_zenml_s3_artifact_store():
 
 
 def test_real_zenml_gcp_artifact_store_with_secret(monkeypatch):
-    pytest.importorskip("gcsfs")
-    pytest.importorskip("google.cloud.storage")
     from zenml.integrations.gcp.artifact_stores.gcp_artifact_store import GCPArtifactStore
     from zenml.integrations.gcp.flavors.gcp_artifact_store_flavor import GCPArtifactStoreConfig
 
