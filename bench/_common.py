@@ -1,0 +1,247 @@
+"""Helpers shared by the bench scripts: scratch dirs, isolated ZenML env, child processes, output.
+
+Import-light on purpose (no zenml, no pyspark): the parent of `engine_reuse.py` only
+spawns children and prints figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent  # the ZenML source root (pipeline modules live below it)
+MARKER = "BENCH_JSON "
+
+
+class BenchError(RuntimeError):
+    """A benchmark could not produce a valid figure."""
+
+
+# ---- scratch space and environment ---------------------------------------------------
+
+
+class Scratch:
+    """A temp dir holding everything a bench writes (ZenML store, artifacts, Spark dirs).
+
+    Removed on exit, also on SIGTERM (turned into SystemExit so `finally` blocks run).
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix=prefix))
+        self._previous_sigterm: Any = None
+
+    def __enter__(self) -> "Scratch":
+        if _in_main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_system_exit)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if _in_main_thread() and self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _raise_system_exit(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def isolated_env(home: Path) -> Dict[str, str]:
+    """Environment for a private ZenML store and Spark scratch dirs under `home`.
+
+    Must be in place before `zenml` or the Spark JVM start in the process that uses it.
+    """
+    tmp = home / "tmp"
+    spark_local = home / "spark-local"
+    tmp.mkdir(parents=True, exist_ok=True)
+    spark_local.mkdir(parents=True, exist_ok=True)
+    return {
+        "ZENML_CONFIG_PATH": str(home / "zenml-config"),
+        "ZENML_CUSTOM_SOURCE_ROOT": str(ROOT),
+        "ZENML_ANALYTICS_OPT_IN": "false",
+        "ZENML_ENABLE_RICH_TRACEBACK": "false",
+        "AUTO_OPEN_DASHBOARD": "false",
+        "ZENML_LOGGING_COLORS_DISABLED": "true",
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_LOCAL_DIRS": str(spark_local),  # blockmgr-*, spark-* dirs of every variant
+        "SPARK_SUBMIT_OPTS": f"-Djava.io.tmpdir={tmp}",  # the driver JVM's own temp files
+        "TMPDIR": str(tmp),  # PySpark's gateway handshake files, Python temp files
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+    }
+
+
+def apply_isolated_env(home: Path) -> None:
+    """Set `isolated_env(home)` in this process (call before importing zenml or pyspark)."""
+    if "zenml" in sys.modules or "pyspark" in sys.modules:
+        raise BenchError("apply_isolated_env() must run before zenml or pyspark are imported")
+    os.environ.update(isolated_env(home))
+    tempfile.tempdir = None  # re-read TMPDIR
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+
+
+# ---- child processes -------------------------------------------------------------------
+
+
+def emit(payload: Dict[str, Any]) -> None:
+    """Print a child's result on its marker line (the parent parses the last one)."""
+    print(MARKER + json.dumps(payload), flush=True)
+
+
+def run_child(
+    args: Sequence[str], env: Dict[str, str], log_path: Path, timeout_s: float
+) -> Dict[str, Any]:
+    """Run `python <args>` in a fresh process (own process group) and return its marker JSON.
+
+    Its output goes to `log_path`; the tail is shown when it fails. Whatever is left
+    in its process group afterwards (a driver JVM that outlived it) is killed and
+    reported as an error.
+    """
+    full_env = {**os.environ, **env}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=str(ROOT),
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            code = proc.wait(timeout=timeout_s)
+        except BaseException:
+            _kill_group(proc.pid)
+            proc.wait()
+            raise BenchError(f"child {' '.join(args)} timed out or was interrupted; log:\n{tail(log_path)}")
+    leaked = _kill_group(proc.pid)
+    text = log_path.read_text(errors="replace")
+    if code != 0:
+        raise BenchError(f"child {' '.join(args)} exited with {code}; log:\n{tail(log_path)}")
+    if leaked:
+        raise BenchError(f"child {' '.join(args)} left processes behind (killed): {leaked}")
+    payloads = [line[len(MARKER):] for line in text.splitlines() if line.startswith(MARKER)]
+    if not payloads:
+        raise BenchError(f"child {' '.join(args)} printed no {MARKER.strip()} line; log:\n{tail(log_path)}")
+    return json.loads(payloads[-1])
+
+
+def _kill_group(pgid: int, settle_s: float = 5.0) -> List[str]:
+    """Kill what is left of the process group `pgid` (ours: the child and what it started)."""
+    import psutil
+
+    deadline = time.time() + settle_s
+    while True:
+        left = []
+        for proc in psutil.process_iter(["pid", "name"]):
+            try:
+                if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                    left.append(proc)
+            except (ProcessLookupError, psutil.Error, OSError):
+                pass
+        if not left or time.time() >= deadline:
+            break
+        time.sleep(0.2)  # give a JVM on its way out the chance to exit by itself
+    described = []
+    for proc in left:
+        try:
+            described.append(f"{proc.pid} {proc.name()}")
+            proc.kill()
+        except psutil.Error:
+            pass
+    return described
+
+
+def tail(path: Path, lines: int = 60) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# ---- processes and Spark -----------------------------------------------------------------
+
+
+def java_descendants() -> List[Any]:
+    """Live `java` processes below this one."""
+    import psutil
+
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.name() == "java" and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def wait_no_java(timeout_s: float = 15.0) -> List[Any]:
+    """Wait for java children to exit; returns those still alive after `timeout_s`."""
+    deadline = time.time() + timeout_s
+    while True:
+        left = java_descendants()
+        if not left or time.time() >= deadline:
+            return left
+        time.sleep(0.1)
+
+
+def spark_base_conf() -> Dict[str, str]:
+    """The start-up conf our Spark engine uses for an embedded `local[N]` engine with the UI off.
+
+    Hand-built sessions (seed, floor, raw) use the same so only the lifecycle differs.
+    """
+    return {
+        "spark.ui.enabled": "false",
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.pyspark.python": sys.executable,
+    }
+
+
+def stop_spark_completely(session: Any = None) -> None:
+    """Stop a hand-built session and the driver JVM PySpark keeps after `stop()`."""
+    from flavors.spark.engine import _shutdown_driver_jvm
+
+    if session is not None:
+        session.stop()
+    _shutdown_driver_jvm()
+
+
+# ---- numbers and output --------------------------------------------------------------------
+
+
+def median(values: Iterable[float]) -> float:
+    values = list(values)
+    if not values:
+        raise BenchError("no measurements")
+    return statistics.median(values)
+
+
+def result(name: str, *, ratio: Optional[float] = None, value: Optional[float] = None) -> None:
+    """Print one figure: exactly `RESULT <name> ratio=<n>` or `RESULT <name> value=<n>`."""
+    if (ratio is None) == (value is None):
+        raise ValueError("give exactly one of ratio/value")
+    kind, number = ("ratio", ratio) if ratio is not None else ("value", value)
+    assert number is not None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise BenchError(f"{name}: not a number ({number})")
+    text = f"{number:.3f}" if abs(number) >= 0.1 or number == 0 else f"{number:.6f}"
+    print(f"RESULT {name} {kind}={text}", flush=True)
+
+
+def fmt_s(values: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{v:.2f}" for v in values) + "]"

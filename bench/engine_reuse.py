@@ -1,0 +1,535 @@
+"""Engine reuse across the steps of a run, and the hook overhead of an engine component.
+
+What it measures (Spark now; the ENGINES table takes Dask/Ray later):
+
+1. A 5-step pipeline whose every step runs a small Spark job (range + groupBy + count,
+   small ints passed between steps), in three variants, each in a FRESH child process
+   with the local orchestrator and an isolated ZenML store:
+     seed  - no engine on the stack; every step `getOrCreate()` ... `stop()`
+     floor - no engine on the stack; one session built by hand before the pipeline call,
+             reused by the steps, never stopped during the run (its build is timed)
+     ours  - a stack with our Spark engine component (master=local[2], ui_enabled=False);
+             steps call `flavors.spark_session()`; the component stops the engine (and
+             its driver JVM) when the run ends, inside the pipeline call
+   Timed: (session build +) the pipeline call, inside the child. Imports and loading the
+   active stack happen before the clock starts, identically in every variant. Variants are
+   interleaved (rotated each repeat); medians over the repeats. A table splits each
+   variant's time into session build/start, Spark jobs, stop() in steps, our hooks, the
+   engine stop at the end of the run, ZenML's publishing of step metadata and the rest
+   (ZenML's own step overhead), from perf_counter wrappers installed in the children.
+     RESULT spark_reuse ratio=<ours/seed>
+     RESULT spark_vs_floor ratio=<ours/floor>          (target <= 1.10)
+2. Hook overhead: a child with the Spark engine on the stack runs a pipeline of engine-free
+   steps; the component class's `prepare_step_run`, `get_step_run_metadata`,
+   `cleanup_step_run` and the deferred `_end_of_step` are wrapped with perf_counter (in the
+   bench process only) -> total hook time / steps.
+     RESULT hook_overhead_ms value=<ms per engine-less step>   (target <= 5)
+   The same child also runs the pipeline on a stack without the engine, interleaved, and
+   prints the per-step wall-clock difference (informational; noisy).
+
+Run from the repository root:
+
+    /work/venv/bin/python bench/engine_reuse.py [--repeats 3] [--engines spark]
+
+Everything (ZenML store, artifacts, Spark scratch dirs) lives in one temp dir that is
+removed at the end; every child's process group is checked for leftover processes.
+Exit status is non-zero when anything fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import (  # noqa: E402
+    BenchError,
+    Scratch,
+    emit,
+    fmt_s,
+    isolated_env,
+    median,
+    result,
+    run_child,
+)
+
+VARIANTS = ("seed", "floor", "ours")
+
+
+@dataclass(frozen=True)
+class EngineBench:
+    """One engine's row in the variant table.
+
+    `module` is a module under the source root that provides the steps and helpers the
+    children call (see bench/pipelines_spark.py for the interface).
+    """
+
+    flavor: str  # flavor name of our engine component
+    flavor_source: str  # what `zenml feature-store flavor register` takes
+    module: str
+    reuse_result: str  # RESULT name of ours/seed
+    floor_result: str  # RESULT name of ours/floor
+    hook_result: Optional[str]  # RESULT name of the hook overhead, None to skip
+    steps: int = 5
+    rows: int = 200_000
+    component_config: Dict[str, Any] = field(default_factory=dict)  # overrides module.COMPONENT_CONFIG
+
+
+ENGINES: Dict[str, EngineBench] = {
+    "spark": EngineBench(
+        flavor="spark",
+        flavor_source="flavors.SparkEngineFlavor",
+        module="bench.pipelines_spark",
+        reuse_result="spark_reuse",
+        floor_result="spark_vs_floor",
+        hook_result="hook_overhead_ms",
+    ),
+    # Later, e.g.:
+    # "dask": EngineBench(flavor="dask", flavor_source="flavors.DaskEngineFlavor",
+    #                     module="bench.pipelines_dask", reuse_result="dask_reuse",
+    #                     floor_result="dask_vs_floor", hook_result=None),
+}
+
+HOOKS = ("prepare_step_run", "get_step_run_metadata", "cleanup_step_run", "_end_of_step")
+PLAIN_STACK = "plain"  # key of the engine-less stack in the setup payload
+
+
+# =====================================================================================
+# children (fresh processes; zenml and the engine library are imported only here)
+# =====================================================================================
+
+
+def _import_module(name: str) -> Any:
+    import importlib
+
+    return importlib.import_module(name)
+
+
+def child_setup(engines: List[str]) -> None:
+    """Create the store, register flavors, components and stacks; print the stack ids."""
+    from zenml.client import Client
+    from zenml.enums import StackComponentType
+
+    client = Client()
+    kind = StackComponentType.FEATURE_STORE
+    stacks = {PLAIN_STACK: str(client.get_stack("default").id)}
+    existing = {f.name for f in client.get_flavors_by_type(kind)}
+    for name in engines:
+        bench = ENGINES[name]
+        module = _import_module(bench.module)
+        if bench.flavor not in existing:
+            client.create_flavor(source=bench.flavor_source, component_type=kind)
+            existing.add(bench.flavor)
+        component = f"bench-{name}"
+        config = {**getattr(module, "COMPONENT_CONFIG", {}), **bench.component_config}
+        client.create_stack_component(name=component, flavor=bench.flavor, component_type=kind, configuration=config)
+        stack = client.create_stack(
+            name=component,
+            components={
+                StackComponentType.ORCHESTRATOR: "default",
+                StackComponentType.ARTIFACT_STORE: "default",
+                kind: component,
+            },
+        )
+        stacks[name] = str(stack.id)
+    emit({"stacks": stacks})
+
+
+class Timers:
+    """perf_counter wrappers around methods of a class, installed in a child only.
+
+    Methods in `group` are hooks: only the outermost of nested hook calls is added to
+    `group_total`, so a hook calling another is not counted twice. Every wrapped name also
+    gets its own inclusive total, call count and worst call.
+    """
+
+    def __init__(self) -> None:
+        self.total: Dict[str, float] = defaultdict(float)
+        self.calls: Counter = Counter()
+        self.worst: Dict[str, float] = defaultdict(float)
+        self.group_total = 0.0
+        self._depth = 0
+
+    def reset(self) -> None:
+        self.total.clear()
+        self.calls.clear()
+        self.worst.clear()
+        self.group_total = 0.0
+
+    def wrap(self, owner: Any, name: str, group: bool = False, label: Optional[str] = None) -> None:
+        original = getattr(owner, name)
+        timers = self
+        key = label or name
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            outer = group and timers._depth == 0
+            if group:
+                timers._depth += 1
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent = time.perf_counter() - start
+                if group:
+                    timers._depth -= 1
+                timers.total[key] += spent
+                timers.calls[key] += 1
+                timers.worst[key] = max(timers.worst[key], spent)
+                if outer:
+                    timers.group_total += spent
+
+        timed.__wrapped__ = original  # type: ignore[attr-defined]
+        setattr(owner, name, timed)
+
+    def wrap_property(self, owner: type, name: str) -> None:
+        """Time a property's getter (e.g. `settings_class`, read by ZenML's compiler)."""
+        import inspect
+        import types
+
+        prop = inspect.getattr_static(owner, name)
+        holder = types.SimpleNamespace(fget=prop.fget)
+        self.wrap(holder, "fget", label=name)
+        setattr(owner, name, property(holder.fget))
+
+    def snapshot(self) -> Dict[str, Any]:
+        return {
+            "hooks_total_s": self.group_total,
+            "total_s": dict(self.total),
+            "calls": dict(self.calls),
+            "worst_s": dict(self.worst),
+        }
+
+
+def _install_zenml_timers(timers: Timers) -> Timers:
+    """Time ZenML's publishing of step run metadata (what `get_step_run_metadata` returns)."""
+    import zenml.orchestrators.step_runner as step_runner
+
+    timers.wrap(step_runner, "publish_step_run_metadata")
+    return timers
+
+
+def _install_engine_timers(module: Any, timers: Timers) -> Timers:
+    import flavors.engine
+
+    engine_class = module.component_class()
+    for name in HOOKS:
+        timers.wrap(engine_class, name, group=True)
+    for name in ("session", "_start", "_stop", "_describe"):
+        timers.wrap(engine_class, name)
+    timers.wrap(flavors.engine, "_run_is_over")
+    timers.wrap_property(engine_class, "settings_class")
+    for owner, name in getattr(module, "EXTRA_TIMERS", lambda: [])():
+        timers.wrap(owner, name)
+    return timers
+
+
+def _warm_client() -> None:
+    """Load the active stack before the clock starts (identical in every variant)."""
+    from zenml.client import Client
+
+    Client().active_stack  # noqa: B018
+
+
+def _last_output(run: Any, step_name: str) -> Any:
+    return run.steps[step_name].outputs["output"][0].load()
+
+
+def child_reuse(engine: str, variant: str) -> None:
+    from bench._common import wait_no_java
+
+    bench = ENGINES[engine]
+    module = _import_module(bench.module)
+    _warm_client()
+    timers = _install_zenml_timers(Timers())
+    if variant == "ours":
+        _install_engine_timers(module, timers)
+
+    build_s = 0.0
+    start = time.perf_counter()
+    if variant == "floor":
+        module.build_floor()
+        build_s = time.perf_counter() - start
+    run = module.reuse_pipeline(mode=variant, steps=bench.steps, rows=bench.rows)
+    wall_s = time.perf_counter() - start
+
+    # ---- checks and cleanup, off the clock ----
+    java_after_run = len(wait_no_java(3.0)) if variant == "ours" else None
+    if variant == "floor":
+        module.release_floor()
+    else:
+        from flavors import shutdown_engines
+
+        shutdown_engines()
+        module.release_leftovers()
+    left = wait_no_java(15.0)
+    if left:
+        raise BenchError(f"java processes left after cleanup: {[p.pid for p in left]}")
+    status = str(run.status)
+    if "completed" not in status.lower():
+        raise BenchError(f"pipeline run ended {status}")
+    got = _last_output(run, f"job_{bench.steps - 1}")
+    expected = module.expected_total(bench.steps, bench.rows)
+    if got != expected:
+        raise BenchError(f"pipeline computed {got}, expected {expected}")
+
+    step_times = module.STEP_TIMES
+    payload: Dict[str, Any] = {
+        "variant": variant,
+        "wall_s": wall_s,
+        "build_s": build_s,
+        "steps_run": len(step_times),
+        "acquire_s": sum(t["acquire"] for t in step_times),
+        "job_s": sum(t["job"] for t in step_times),
+        "release_s": sum(t["release"] for t in step_times),
+        "java_after_run": java_after_run,
+    }
+    payload["timers"] = timers.snapshot()
+    emit(payload)
+
+
+def child_hooks(engine: str, steps: int, repeats: int, plain_stack: str, engine_stack: str) -> None:
+    bench = ENGINES[engine]
+    module = _import_module(bench.module)
+    timers = _install_engine_timers(module, Timers())
+    from flavors.engine import live_engines
+
+    def run_on(stack_id: str) -> float:
+        os.environ["ZENML_ACTIVE_STACK_ID"] = stack_id
+        _warm_client()
+        start = time.perf_counter()
+        run = module.idle_pipeline(steps=steps)
+        spent = time.perf_counter() - start
+        if "completed" not in str(run.status).lower():
+            raise BenchError(f"engine-free pipeline ended {run.status}")
+        return spent
+
+    # Warm-up: one run per stack (ZenML's one-time costs; our component's instantiation).
+    # Hook time counts from the engine stack's warm-up on: the first run is what a user
+    # running a pipeline script in a fresh process gets.
+    run_on(plain_stack)
+    first_engine = run_on(engine_stack)
+    first_hooks = timers.group_total
+    plain: List[float] = []
+    with_engine: List[float] = []
+    for _ in range(repeats):
+        plain.append(run_on(plain_stack))
+        with_engine.append(run_on(engine_stack))
+    if live_engines():
+        raise BenchError(f"an engine-free pipeline started an engine: {live_engines()}")
+    engine_steps = (repeats + 1) * steps
+    calls = timers.calls
+    if calls["prepare_step_run"] != engine_steps:
+        raise BenchError(
+            f"expected {engine_steps} prepare_step_run calls on the engine stack, saw "
+            f"{calls['prepare_step_run']}: the hooks were not wrapped or did not fire"
+        )
+    for forbidden in ("session", "_start"):
+        if calls[forbidden]:
+            raise BenchError(f"engine-free steps called {forbidden} {calls[forbidden]} times")
+    emit(
+        {
+            "steps_per_run": steps,
+            "engine_steps": engine_steps,
+            "first_run_hooks_s": first_hooks,
+            "first_engine_run_s": first_engine,
+            "timers": timers.snapshot(),
+            "plain_s": plain,
+            "engine_s": with_engine,
+        }
+    )
+
+
+# =====================================================================================
+# parent
+# =====================================================================================
+
+
+def _child(args: List[str]) -> List[str]:
+    return ["-m", "bench.engine_reuse", "--child", *args]
+
+
+BREAKDOWN = (
+    ("session", "build/get session"),
+    ("jobs", "spark jobs"),
+    ("step_stop", "stop() in steps"),
+    ("hooks", "our hooks excl. stop"),
+    ("engine_stop", "engine stop"),
+    ("jvm_exit", "  of which JVM exit"),
+    ("metadata", "publish step metadata"),
+    ("other", "ZenML + other"),
+)
+
+
+def _parts(payload: Dict[str, Any]) -> Dict[str, float]:
+    """Where one run's wall time went (seconds); `other` is the remainder."""
+    total = payload["timers"]["total_s"]
+    engine_stop = total.get("_stop", 0.0)
+    parts = {
+        "session": payload["build_s"] + payload["acquire_s"],
+        "jobs": payload["job_s"],
+        "step_stop": payload["release_s"],
+        "hooks": payload["timers"]["hooks_total_s"] - engine_stop,
+        "engine_stop": engine_stop,
+        "metadata": total.get("publish_step_run_metadata", 0.0),
+    }
+    parts["other"] = payload["wall_s"] - sum(parts.values())
+    parts["jvm_exit"] = total.get("_shutdown_driver_jvm", 0.0)
+    return parts
+
+
+def _print_breakdown(runs: Dict[str, List[Dict[str, Any]]]) -> None:
+    """A table of medians per part, and ours - floor per part."""
+    parts = {v: [_parts(p) for p in runs[v]] for v in VARIANTS}
+    med = {v: {k: median(x[k] for x in parts[v]) for k, _ in BREAKDOWN} for v in VARIANTS}
+    print("  where the time goes (medians, s):")
+    print("    " + f"{'':24s}" + "".join(f"{v:>8s}" for v in VARIANTS) + f"{'ours-floor':>12s}")
+    for key, label in BREAKDOWN:
+        row = "".join(f"{med[v][key]:8.3f}" for v in VARIANTS)
+        print(f"    {label:24s}{row}{med['ours'][key] - med['floor'][key]:+12.3f}")
+    ours = runs["ours"]
+    t = lambda key: median(x["timers"]["total_s"].get(key, 0.0) for x in ours)  # noqa: E731
+    c = lambda key: median(x["timers"]["calls"].get(key, 0) for x in ours)  # noqa: E731
+    print(
+        f"  ours detail (medians): _start={t('_start'):.3f} s, session() x{c('session'):.0f}={t('session'):.3f} s, "
+        f"_run_is_over x{c('_run_is_over'):.0f}={t('_run_is_over'):.3f} s, "
+        f"_describe x{c('_describe'):.0f}={t('_describe'):.3f} s, "
+        f"publish_step_run_metadata x{c('publish_step_run_metadata'):.0f}={t('publish_step_run_metadata'):.3f} s"
+    )
+
+
+def bench_engine(name: str, scratch: Path, env: Dict[str, str], stacks: Dict[str, str], args: Any) -> None:
+    bench = ENGINES[name]
+    runs: Dict[str, List[Dict[str, Any]]] = {v: [] for v in VARIANTS}
+    for repeat in range(args.repeats):
+        order = VARIANTS[repeat % len(VARIANTS):] + VARIANTS[: repeat % len(VARIANTS)]
+        for variant in order:
+            stack = stacks[name] if variant == "ours" else stacks[PLAIN_STACK]
+            log = scratch / f"{name}-{variant}-{repeat}.log"
+            payload = run_child(
+                _child(["reuse", "--engine", name, "--variant", variant]),
+                {**env, "ZENML_ACTIVE_STACK_ID": stack},
+                log,
+                timeout_s=args.child_timeout,
+            )
+            runs[variant].append(payload)
+            print(f"  {name} {variant:5s} repeat {repeat + 1}: {payload['wall_s']:.2f} s", flush=True)
+
+    walls = {v: [p["wall_s"] for p in runs[v]] for v in VARIANTS}
+    med = {v: median(walls[v]) for v in VARIANTS}
+    print(f"{name}: {bench.steps}-step pipeline, wall time of (session build +) pipeline call, "
+          f"median of {args.repeats} fresh processes:")
+    for variant in VARIANTS:
+        print(f"  {variant:5s} {med[variant]:6.2f} s  runs={fmt_s(walls[variant])}")
+    _print_breakdown(runs)
+    ours = runs["ours"]
+    print(f"  java processes left when ours' pipeline call returned: "
+          f"{sorted(set(x['java_after_run'] for x in ours))} (the engine stops inside the call)")
+    print(f"  ours - floor = {med['ours'] - med['floor']:+.2f} s; ours - seed = {med['ours'] - med['seed']:+.2f} s")
+    result(bench.reuse_result, ratio=med["ours"] / med["seed"])
+    result(bench.floor_result, ratio=med["ours"] / med["floor"])
+
+    if bench.hook_result is None:
+        return
+    payload = run_child(
+        _child(
+            [
+                "hooks",
+                "--engine", name,
+                "--hook-steps", str(args.hook_steps),
+                "--repeats", str(args.repeats),
+                "--plain-stack", stacks[PLAIN_STACK],
+                "--engine-stack", stacks[name],
+            ]
+        ),
+        env,
+        scratch / f"{name}-hooks.log",
+        timeout_s=args.child_timeout,
+    )
+    steps = payload["engine_steps"]
+    per_step_ms = payload["timers"]["hooks_total_s"] / steps * 1000
+    first_ms = payload["first_run_hooks_s"] / payload["steps_per_run"] * 1000
+    calls = payload["timers"]["calls"]
+    totals = payload["timers"]["total_s"]
+    worst = payload["timers"]["worst_s"]
+    print(f"{name}: hook time per engine-less step with the engine on the stack "
+          f"({steps} steps over {args.repeats + 1} runs of {payload['steps_per_run']} steps):")
+    for hook in HOOKS:
+        n = calls.get(hook, 0)
+        print(
+            f"  {hook:22s} calls={n:3d}  mean={totals.get(hook, 0.0) / max(n, 1) * 1e3:7.3f} ms  "
+            f"worst={worst.get(hook, 0.0) * 1e3:7.3f} ms"
+        )
+    print(f"  first run (fresh component in the process): {first_ms:.4f} ms/step")
+    runs = args.repeats + 1
+    print(
+        f"  not per step but per pipeline compile: settings_class read "
+        f"{calls.get('settings_class', 0) / runs:.0f}x per run, "
+        f"{totals.get('settings_class', 0.0) / runs * 1e3:.3f} ms per run"
+    )
+    plain_med, engine_med = median(payload["plain_s"]), median(payload["engine_s"])
+    diff_ms = (engine_med - plain_med) / payload["steps_per_run"] * 1000
+    print(
+        f"  informational wall clock, {payload['steps_per_run']}-step engine-free pipeline, median of "
+        f"{args.repeats}: without engine {plain_med:.2f} s, with engine {engine_med:.2f} s -> "
+        f"{diff_ms:+.1f} ms/step (noisy)"
+    )
+    result(bench.hook_result, value=per_step_ms)
+
+
+def parse_args(argv: Optional[List[str]] = None) -> Any:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated rows of ENGINES")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--hook-steps", type=int, default=10)
+    parser.add_argument("--child-timeout", type=float, default=240.0)
+    # internal: what a child process does
+    parser.add_argument("--child", choices=("setup", "reuse", "hooks"), help=argparse.SUPPRESS)
+    parser.add_argument("--engine", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--plain-stack", help=argparse.SUPPRESS)
+    parser.add_argument("--engine-stack", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main() -> int:
+    args = parse_args()
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown:
+        print(f"unknown engine(s) {unknown}; known: {list(ENGINES)}", file=sys.stderr)
+        return 2
+
+    if args.child == "setup":
+        child_setup(engines)
+        return 0
+    if args.child == "reuse":
+        child_reuse(args.engine, args.variant)
+        return 0
+    if args.child == "hooks":
+        child_hooks(args.engine, args.hook_steps, args.repeats, args.plain_stack, args.engine_stack)
+        return 0
+
+    started = time.perf_counter()
+    try:
+        with Scratch("bench-engine-reuse-") as scratch:
+            env = isolated_env(scratch.path)
+            setup = run_child(_child(["setup", "--engines", ",".join(engines)]), env,
+                              scratch.path / "setup.log", timeout_s=args.child_timeout)
+            for name in engines:
+                bench_engine(name, scratch.path, env, setup["stacks"], args)
+    except BenchError as e:
+        print(f"bench failed: {e}", file=sys.stderr)
+        return 1
+    print(f"total bench time {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
