@@ -101,6 +101,13 @@ class LiveEngine:
     steps: Set[UUID] = field(default_factory=set)
     step_views: Dict[UUID, Any] = field(default_factory=dict)
     kept_for_inspection: bool = False
+    # `_describe` once per engine: it may cost round trips (Spark conf over py4j), and
+    # what it reports does not change while the engine lives.
+    facts: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dashboard_url(self) -> Optional[str]:
+        return self.facts.get("dashboard_url")
 
     @property
     def mode(self) -> str:
@@ -230,9 +237,6 @@ class BaseEngine(BaseFeatureStore):
     def _release_step_view(self, live: LiveEngine, view: Any) -> None:
         """Release what `_step_view` created for a step that is over."""
 
-    def _dashboard_url(self, handle: Any) -> Optional[str]:
-        return self._describe(handle).get("dashboard_url")
-
     # ---- the public API ------------------------------------------------------------
 
     @property
@@ -299,7 +303,7 @@ class BaseEngine(BaseFeatureStore):
             "mode": live.mode,
             "reuse": self.config.reuse,
             "engine_starts_in_process": self.start_count,
-            **self._describe(live.handle),
+            **live.facts,
         }
         return {"compute_engine": facts}
 
@@ -334,9 +338,7 @@ class BaseEngine(BaseFeatureStore):
                     info.pipeline_step_name,
                     self.kind,
                     self.name,
-                    f", dashboard: {self._dashboard_url(live.handle)}"
-                    if self._dashboard_url(live.handle)
-                    else "",
+                    f", dashboard: {live.dashboard_url}" if live.dashboard_url else "",
                 )
                 return
             if step_failed or self.config.reuse == "step" or _run_is_over(info):
@@ -355,14 +357,15 @@ class BaseEngine(BaseFeatureStore):
             handle = self._within_timeout(start, settings, verb="start" if owned else "connect to")
             live = LiveEngine(self, handle, owned=owned, adopted=False, run_id=run_id)
             _install_exit_handlers()
-            dashboard = self._dashboard_url(handle)
+        live.facts = self._describe(handle)
+        if not live.adopted:
             logger.info(
                 "%s %s engine for '%s' at %s%s.",
-                "Started" if owned else "Connected to",
+                "Started" if live.owned else "Connected to",
                 self.kind,
                 self.name,
-                self._describe(handle).get("address", self.config.address or "embedded"),
-                f"; dashboard: {dashboard}" if dashboard else "",
+                live.facts.get("address", self.config.address or "embedded"),
+                f"; dashboard: {live.dashboard_url}" if live.dashboard_url else "",
             )
         _START_COUNTS[self.id] = _START_COUNTS.get(self.id, 0) + 1
         _LIVE[self.id] = live
