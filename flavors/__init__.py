@@ -1,10 +1,10 @@
-"""Compute-engine flavors for ZenML: Spark (more to come) as stack components.
+"""Compute-engine flavors for ZenML: Spark, Dask and Ray as stack components.
 
 Importing this package never imports pyspark, ray, dask or google-cloud: the engine
 libraries load only when a step first asks for its engine.
 """
 
-from flavors.context import compute_engine, spark_session
+from flavors.context import compute_engine, dask_client, ray_runtime, spark_session
 from flavors.engine import (
     BaseEngine,
     BaseEngineConfig,
@@ -13,6 +13,8 @@ from flavors.engine import (
     EngineError,
     shutdown_engines,
 )
+from flavors.dask.flavor import DaskEngineConfig, DaskEngineFlavor, DaskEngineSettings
+from flavors.ray.flavor import RayEngineConfig, RayEngineFlavor, RayEngineSettings
 from flavors.spark.flavor import SparkEngineConfig, SparkEngineFlavor, SparkEngineSettings
 
 __all__ = [
@@ -20,11 +22,19 @@ __all__ = [
     "BaseEngineConfig",
     "BaseEngineFlavor",
     "BaseEngineSettings",
+    "DaskEngineConfig",
+    "DaskEngineFlavor",
+    "DaskEngineSettings",
     "EngineError",
+    "RayEngineConfig",
+    "RayEngineFlavor",
+    "RayEngineSettings",
     "SparkEngineConfig",
     "SparkEngineFlavor",
     "SparkEngineSettings",
     "compute_engine",
+    "dask_client",
+    "ray_runtime",
     "shutdown_engines",
     "spark_session",
 ]

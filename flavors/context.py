@@ -7,13 +7,26 @@ from typing import TYPE_CHECKING, Optional
 from flavors.engine import BaseEngine, EngineError
 
 if TYPE_CHECKING:
+    from distributed import Client as DaskClient
     from pyspark.sql import SparkSession
+
+    from flavors.ray.flavor import RayRuntime
 
 _REGISTER_HINT = {
     "spark": (
         "zenml feature-store flavor register flavors.SparkEngineFlavor && "
         "zenml feature-store register spark_local --flavor=spark && "
         "zenml stack update -f spark_local"
+    ),
+    "dask": (
+        "zenml feature-store flavor register flavors.DaskEngineFlavor && "
+        "zenml feature-store register dask_local --flavor=dask && "
+        "zenml stack update -f dask_local"
+    ),
+    "ray": (
+        "zenml feature-store flavor register flavors.RayEngineFlavor && "
+        "zenml feature-store register ray_local --flavor=ray && "
+        "zenml stack update -f ray_local"
     ),
 }
 
@@ -51,3 +64,31 @@ def spark_session() -> "SparkSession":
     run's outputs are saved and never stops a cluster it did not start.
     """
     return compute_engine("spark").session()
+
+
+def dask_client() -> "DaskClient":
+    """The `distributed.Client` of the running step, started or connected on first use.
+
+    It is also the default client while the step runs, so `df.compute()`,
+    `dask.compute(...)` and `client.submit(...)` all run on the engine's cluster, with
+    the step's `DaskEngineSettings` resources/annotations applied. The same client serves
+    every step of the run in this process. Never call `close()` on it (or on its
+    cluster): the engine component stops an owned LocalCluster after the run's outputs
+    are saved and only disconnects from a cluster it did not start.
+    """
+    return compute_engine("dask").session()
+
+
+def ray_runtime() -> "RayRuntime":
+    """The step's Ray, initialized or connected on first use; afterwards `ray.remote`,
+    `ray.get` and `ray.data` work in the step.
+
+    Returns a frozen `RayRuntime` with the cluster `address`, `dashboard_url`, Ray
+    `job_id` and `namespace` (plus the step's `remote_args` and a `.remote(fn)` helper
+    applying them). Calling it again in the same step (or a later step of the same run)
+    returns the same driver and never calls `ray.init` twice. Never call `ray.init()` or
+    `ray.shutdown()` yourself: the engine component shuts down a Ray it started after the
+    run's outputs are saved, only disconnects from a cluster it attached to, and leaves a
+    Ray you initialized yourself alone.
+    """
+    return compute_engine("ray").session()

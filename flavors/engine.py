@@ -74,13 +74,13 @@ class BaseEngineConfig(BaseEngineSettings, BaseFeatureStoreConfig):
 
     @property
     def owns_engine(self) -> bool:
-        """Whether the component starts (and stops) an embedded engine itself."""
-        return self.address is None
+        """Whether the component starts (and stops) an embedded engine itself.
 
-    @property
-    def address(self) -> Optional[str]:
-        """Where an existing engine runs, or None for an embedded, owned one."""
-        return None
+        Each flavor's config provides `address` (a field or a property): where an existing
+        engine runs, or None for an embedded one. It is not declared here because a parent
+        property would hide a subclass field of the same name.
+        """
+        return getattr(self, "address", None) is None
 
     @property
     def is_local(self) -> bool:
@@ -170,14 +170,10 @@ class BaseEngine(BaseFeatureStore):
 
     kind: ClassVar[str] = "engine"
     engine_settings_class: ClassVar[Type[BaseEngineSettings]] = BaseEngineSettings
-    # Engine-library module -> our materializer module. A materializer is registered
-    # when the user's code has already imported the engine library, so the component
-    # never imports it (DESIGN.md §3: flavors stay import-light).
-    materializer_modules: ClassVar[Dict[str, str]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        register_engine_materializers(self.materializer_modules)
+        register_engine_materializers()
 
     @property
     def settings_class(self) -> Type[BaseEngineSettings]:
@@ -188,15 +184,20 @@ class BaseEngine(BaseFeatureStore):
         when the stack was loaded before the user's pipeline module imported the
         engine library (a notebook, a test session).
         """
-        register_engine_materializers(self.materializer_modules)
+        register_engine_materializers()
         return self.engine_settings_class
 
     @property
     def config(self) -> BaseEngineConfig:
         return self._config  # type: ignore[return-value]
 
+    @property
+    def address(self) -> Optional[str]:
+        """The attached engine's address, or None for an owned, embedded one."""
+        return getattr(self.config, "address", None)
+
     def __repr__(self) -> str:
-        address = self.config.address or "embedded"
+        address = self.address or "embedded"
         live = _LIVE.get(self.id)
         state = live.mode if live else "not started"
         return f"<{type(self).__name__} '{self.name}' {address} ({state})>"
@@ -209,7 +210,7 @@ class BaseEngine(BaseFeatureStore):
 
     @abstractmethod
     def _connect(self, settings: BaseEngineSettings) -> Any:
-        """Connect to the engine at `config.address` and return a native handle."""
+        """Connect to the engine at `self.address` and return a native handle."""
 
     @abstractmethod
     def _stop(self, handle: Any, owned: bool) -> None:
@@ -262,7 +263,7 @@ class BaseEngine(BaseFeatureStore):
                     if not live.owned:
                         raise EngineError(
                             f"{reason}. The {self.kind} engine of '{self.name}' is "
-                            f"{live.mode} ({self.config.address or 'embedded'}), so it cannot "
+                            f"{live.mode} ({self.address or 'embedded'}), so it cannot "
                             "be restarted: set the option on the cluster or on the component "
                             f"(`zenml feature-store update {self.name} ...`)."
                         )
@@ -364,7 +365,7 @@ class BaseEngine(BaseFeatureStore):
                 "Started" if live.owned else "Connected to",
                 self.kind,
                 self.name,
-                live.facts.get("address", self.config.address or "embedded"),
+                live.facts.get("address", self.address or "embedded"),
                 f"; dashboard: {live.dashboard_url}" if live.dashboard_url else "",
             )
         _START_COUNTS[self.id] = _START_COUNTS.get(self.id, 0) + 1
@@ -393,7 +394,7 @@ class BaseEngine(BaseFeatureStore):
     def _within_timeout(self, start: Any, settings: BaseEngineSettings, verb: str) -> Any:
         """Run a start/connect callable, failing with the address after `startup_timeout_s`."""
         timeout = self.config.startup_timeout_s
-        where = self.config.address or "an embedded engine"
+        where = self.address or "an embedded engine"
         outcome: Dict[str, Any] = {}
 
         def run() -> None:
@@ -446,12 +447,23 @@ class BaseEngineFlavor(BaseFeatureStoreFlavor):
         return BaseEngineConfig
 
 
-def register_engine_materializers(modules: Dict[str, str]) -> None:
+# Engine-library module -> our materializer for its data type. Every engine component
+# registers all of them, so a step may return a Dask DataFrame on a Spark stack and still
+# get the shared format. A materializer is imported only when the user's code already
+# imported the engine library: the component never imports one (DESIGN.md §3).
+ENGINE_MATERIALIZERS = {
+    "pyspark.sql": "materializers.spark_dataframe",
+    "dask.dataframe": "materializers.dask_dataframe",
+    "ray.data": "materializers.ray_dataset",
+}
+
+
+def register_engine_materializers() -> None:
     """Import our materializer for each engine library the user's code already imported."""
     import importlib
     import sys
 
-    for engine_module, materializer_module in modules.items():
+    for engine_module, materializer_module in ENGINE_MATERIALIZERS.items():
         if engine_module in sys.modules and materializer_module not in sys.modules:
             importlib.import_module(materializer_module)
 

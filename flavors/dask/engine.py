@@ -129,7 +129,6 @@ class DaskEngine(BaseEngine):
 
     kind = "dask"
     engine_settings_class = DaskEngineSettings
-    materializer_modules = {"dask.dataframe": "materializers.dask_dataframe"}
 
     @property
     def config(self) -> DaskEngineConfig:

@@ -80,7 +80,6 @@ class SparkEngine(BaseEngine):
 
     kind = "spark"
     engine_settings_class = SparkEngineSettings
-    materializer_modules = {"pyspark.sql": "materializers.spark_dataframe"}
 
     @property
     def config(self) -> SparkEngineConfig:

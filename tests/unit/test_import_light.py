@@ -13,11 +13,11 @@ PROBE = f"""
 import sys
 import flavors
 from zenml.enums import StackComponentType
-for flavor_class in (flavors.SparkEngineFlavor,):
+for flavor_class in (flavors.SparkEngineFlavor, flavors.DaskEngineFlavor, flavors.RayEngineFlavor):
     flavor = flavor_class()
     assert flavor.type == StackComponentType.FEATURE_STORE
     flavor.to_model(integration="custom", is_custom=True)  # what `flavor register` stores
-    flavor.config_class(master="local[2]") if flavor.name == "spark" else flavor.config_class()
+    flavor.config_class()
     flavor.implementation_class  # the component class itself stays light too
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r} or m.startswith("google.cloud"))
 print("HEAVY", heavy)

@@ -1,0 +1,450 @@
+"""The Ray engine: starts, attaches to and shuts down Ray drivers (ray imported lazily)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Any, Dict, Iterator, Optional, Set
+
+from flavors.engine import BaseEngine, EngineError, LiveEngine, live_engines
+from flavors.ray.flavor import RayEngineConfig, RayEngineSettings, RayRuntime, _canonical, parse_address
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# Ray replaces 127.0.0.1/localhost by the machine's routable IP (so that other nodes can
+# reach it) unless "clusters" are disabled, which it reads from this variable at import
+# time into `ray._private.ray_constants.ENABLE_RAY_CLUSTER`.
+_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_RAY_DAEMONS = ("raylet", "gcs_server")
+
+
+@contextmanager
+def _loopback_node_ip(enabled: bool) -> Iterator[None]:
+    """Keep Ray on 127.0.0.1 while a driver starts or connects (and in what it spawns).
+
+    The processes `ray.init` starts inherit the environment of that moment, and after
+    init the driver reads its node IP from the node it joined, so both are restored.
+    """
+    if not enabled:
+        yield
+        return
+    from ray._private import ray_constants
+
+    previous_env = os.environ.get(_CLUSTER_ENV)
+    previous = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ[_CLUSTER_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if previous is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = previous
+        if previous_env is None:
+            os.environ.pop(_CLUSTER_ENV, None)
+        else:
+            os.environ[_CLUSTER_ENV] = previous_env
+
+
+class _NotMainThreadFilter(logging.Filter):
+    """Drop Ray's warning that `ray.init` outside the main thread sets no SIGTERM handler:
+    the engine core owns SIGTERM handling (it shuts the engine down)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "SIGTERM handler is not set" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_thread_warning() -> Iterator[None]:
+    worker_logger = logging.getLogger("ray._private.worker")
+    quiet = _NotMainThreadFilter()
+    worker_logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        worker_logger.removeFilter(quiet)
+
+
+def _probe(host: str, port: int, address: str, timeout: float) -> None:
+    """Fail fast, naming the address, unless a gRPC server (Ray's GCS or Ray Client
+    server) answers there: `ray.init` retries an unreachable head for a long time and
+    hangs forever on a port that accepts TCP but never speaks gRPC."""
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as e:
+        raise EngineError(f"Ray head {address} is unreachable ({host}:{port}: {e})") from e
+    import grpc
+
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    channel = grpc.insecure_channel(target)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=max(0.1, deadline - time.monotonic()))
+    except grpc.FutureTimeoutError:
+        kind = "Ray Client server (--ray-client-server-port)" if address.startswith("ray://") else "head's GCS port (ray start --port)"
+        raise EngineError(
+            f"{address} accepts TCP connections but does not answer as a Ray gRPC endpoint "
+            f"within {timeout:g}s; is it the {kind}?"
+        ) from None
+    finally:
+        channel.close()
+
+
+def _ray_children() -> Set[int]:
+    """Pids of Ray daemons and workers below this process (psutil is a ZenML dependency)."""
+    try:
+        import psutil
+    except ImportError:
+        return set()
+    pids = set()
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            name = proc.name()
+            if name in _RAY_DAEMONS or name.startswith("ray::"):
+                pids.add(proc.pid)
+        except psutil.Error:
+            pass
+    return pids
+
+
+def _kill(pids: Set[int]) -> None:
+    try:
+        import psutil
+    except ImportError:
+        return
+    procs = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            proc.kill()
+            procs.append(proc)
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=5)
+
+
+def _is_client_mode() -> bool:
+    try:
+        from ray.util.client import ray as client_ray
+
+        return bool(client_ray.is_connected())
+    except Exception:
+        return False
+
+
+def _http(url: Optional[str]) -> Optional[str]:
+    if not url:
+        return None
+    return url if "://" in url else f"http://{url}"
+
+
+class _DriverThread:
+    """Runs `ray.init` on a thread that lives until the engine stops.
+
+    Ray ties the daemons it starts (gcs_server, raylet, ...) to the *thread* that spawned
+    them (`prctl(PR_SET_PDEATHSIG, SIGKILL)`): had `ray.init` run on the short-lived
+    thread the core starts engines on (`BaseEngine._within_timeout`), the kernel would
+    kill Ray the moment that thread returned. This thread parks until `release()`; as a
+    daemon it also dies with the process, taking an owned Ray's daemons with it.
+    """
+
+    def __init__(self, init: Any) -> None:
+        self._init = init
+        self._ready = threading.Event()
+        self._release = threading.Event()
+        self._result: Any = None
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="ray-driver", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._result = self._init()
+        except BaseException as e:  # handed to the starting thread
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        self._release.wait()
+
+    def wait(self) -> Any:
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def release(self) -> None:
+        self._release.set()
+        self._thread.join(timeout=5)
+
+
+# The thread holding this process's Ray driver (Ray allows one per process).
+_DRIVER: Optional[_DriverThread] = None
+def _init_on_driver_thread(init: Any) -> Any:
+    global _DRIVER
+    driver = _DriverThread(init)
+    context = driver.wait()
+    _DRIVER = driver
+    return context
+
+
+def _shutdown_ray() -> None:
+    """`ray.shutdown()`, then let the driver thread go (after Ray's daemons are stopped)."""
+    global _DRIVER
+    import ray
+
+    try:
+        ray.shutdown()
+    finally:
+        driver, _DRIVER = _DRIVER, None
+        if driver is not None:
+            driver.release()
+
+
+class _Attempt:
+    """One start/connect; abandoned when the core's timeout gave up on it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.abandoned = False
+        self.ray_children_before = _ray_children()
+
+
+class RayEngine(BaseEngine):
+    """Owns a local Ray (`ray.init` on 127.0.0.1) or attaches to a Ray cluster."""
+
+    kind = "ray"
+    engine_settings_class = RayEngineSettings
+
+    _attempt: Optional[_Attempt] = None
+
+    @property
+    def config(self) -> RayEngineConfig:
+        return self._config  # type: ignore[return-value]
+
+    # ---- start / connect / stop ----------------------------------------------------
+
+    def _find_user_engine(self) -> Optional[RayRuntime]:
+        if "ray" not in sys.modules:
+            return None  # nobody in this process can have initialized Ray
+        import ray
+
+        # Ray is one driver per process: a Ray another of our components still holds
+        # (reuse=process, or a run that ended without teardown) is released first.
+        for other in live_engines().values():
+            if isinstance(other.engine, RayEngine) and other.engine.id != self.id:
+                other.engine._close(other, reason=f"'{self.name}' needs this process's Ray driver")
+        if not ray.is_initialized():
+            return None
+        return self._runtime(None, mode="adopted", runtime_env=self._current_runtime_env())
+
+    def _start(self, settings: RayEngineSettings) -> RayRuntime:
+        attempt = self._attempt = _Attempt()
+        import ray
+
+        config = self.config
+        if config.include_dashboard:
+            self._check_dashboard_dependencies()
+
+        def init() -> Any:
+            with _loopback_node_ip(True), _quiet_thread_warning():
+                return ray.init(
+                    # "local" always starts a new Ray: None would join RAY_ADDRESS or the
+                    # latest `ray start` cluster on this machine.
+                    address="local",
+                    num_cpus=config.num_cpus,
+                    num_gpus=config.num_gpus,
+                    resources=dict(config.resources) or None,
+                    object_store_memory=config.object_store_memory,
+                    include_dashboard=config.include_dashboard,
+                    dashboard_host="127.0.0.1",
+                    dashboard_port=config.dashboard_port,
+                    namespace=config.namespace,
+                    runtime_env=settings.runtime_env,
+                    log_to_driver=config.log_to_driver,
+                )
+
+        context = _init_on_driver_thread(init)
+        return self._finish(attempt, context, "owned", settings)
+
+    def _connect(self, settings: RayEngineSettings) -> RayRuntime:
+        attempt = self._attempt = _Attempt()
+        address = self.config.address
+        assert address is not None
+        is_client, host, port = parse_address(address)
+        _probe(host, port, address, timeout=min(10.0, self.config.startup_timeout_s))
+        import ray
+
+        def init() -> Any:
+            with _loopback_node_ip(host in _LOOPBACK and not is_client), _quiet_thread_warning():
+                return ray.init(
+                    address=address,
+                    namespace=self.config.namespace,
+                    runtime_env=settings.runtime_env,
+                    log_to_driver=self.config.log_to_driver,
+                )
+
+        try:
+            context = _init_on_driver_thread(init)
+        except Exception as e:
+            if "InvalidAuthToken" in str(e) or "uthentication" in type(e).__name__:
+                raise EngineError(
+                    f"Ray cluster {address} requires token authentication: start the pipeline with "
+                    "RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN or "
+                    f"~/.ray/auth_token) in its environment. Cause: {e}"
+                ) from e
+            raise
+        return self._finish(attempt, context, "attached", settings)
+
+    def _finish(self, attempt: _Attempt, context: Any, mode: str, settings: RayEngineSettings) -> RayRuntime:
+        import ray
+
+        with attempt.lock:
+            if attempt.abandoned:
+                # The core gave up waiting (startup_timeout_s) and raised already.
+                _shutdown_ray()
+                raise EngineError("Ray came up after startup_timeout_s; shut it down again")
+            runtime = self._runtime(context, mode=mode, runtime_env=settings.runtime_env)
+            self._attempt = None
+            return runtime
+
+    def _abort_start(self) -> None:
+        """Release a start/connect that failed or outlived `startup_timeout_s`."""
+        attempt = self._attempt
+        self._attempt = None
+        if attempt is None or "ray" not in sys.modules:
+            return
+        import ray
+
+        with attempt.lock:
+            attempt.abandoned = True
+            if ray.is_initialized():  # came up just as we gave up; nobody else owns it
+                _shutdown_ray()
+        if self.config.owns_engine:
+            # A start still inside ray.init may have spawned daemons: kill what is new.
+            _kill(_ray_children() - attempt.ray_children_before)
+
+    def _stop(self, handle: RayRuntime, owned: bool) -> None:
+        # Owned: stops the raylet, GCS and workers this driver started. Attached: ends our
+        # driver's job and connection; the cluster keeps running.
+        _shutdown_ray()
+
+    def _check_dashboard_dependencies(self) -> None:
+        import importlib.util
+
+        missing = [m for m in ("aiohttp", "aiohttp_cors", "opencensus") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise EngineError(
+                f"include_dashboard=True needs ray[default] (missing: {', '.join(missing)}); "
+                "pip install 'ray[default]' or set include_dashboard=false"
+            )
+
+    # ---- the handle ----------------------------------------------------------------
+
+    def _current_runtime_env(self) -> Dict[str, Any]:
+        import ray
+
+        try:
+            return dict(ray.get_runtime_context().runtime_env or {})
+        except Exception:
+            return {}
+
+    def _runtime(self, context: Any, mode: str, runtime_env: Optional[Dict[str, Any]]) -> RayRuntime:
+        import ray
+
+        runtime_context = ray.get_runtime_context()
+        client = _is_client_mode()
+        address: Optional[str] = None
+        if mode == "attached":
+            address = self.config.address
+        elif context is not None and getattr(context, "address_info", None):
+            address = context.address_info.get("address") or context.address_info.get("gcs_address")
+        if address is None:
+            try:
+                address = runtime_context.gcs_address
+            except Exception:
+                address = "ray-client" if client else "unknown"
+        dashboard = getattr(context, "dashboard_url", None) if context is not None else None
+        if not dashboard and not client:
+            try:
+                from ray._private.worker import get_dashboard_url
+
+                dashboard = get_dashboard_url()
+            except Exception:
+                dashboard = None
+        session_name = None
+        if not client:
+            try:
+                session_name = ray._private.worker.global_worker.node.session_name
+            except Exception:
+                session_name = None
+        return RayRuntime(
+            address=str(address),
+            dashboard_url=_http(dashboard),
+            job_id=str(runtime_context.get_job_id()),
+            namespace=str(runtime_context.namespace),
+            mode=mode,
+            session_name=session_name,
+            runtime_env=MappingProxyType(dict(runtime_env)) if runtime_env else None,
+        )
+
+    # ---- observability -------------------------------------------------------------
+
+    def _describe(self, handle: RayRuntime) -> Dict[str, Any]:
+        import ray
+
+        facts: Dict[str, Any] = {
+            "ray_version": ray.__version__,
+            "address": handle.address,
+            "job_id": handle.job_id,
+            "namespace": handle.namespace,
+            "client_mode": self.config.is_client and handle.mode == "attached",
+        }
+        if handle.session_name:
+            facts["ray_session"] = handle.session_name
+        if handle.dashboard_url:
+            facts["dashboard_url"] = handle.dashboard_url
+        if handle.runtime_env:
+            facts["runtime_env_fields"] = sorted(handle.runtime_env)  # values may hold secrets
+        if not ray.is_initialized():
+            return facts
+        try:
+            resources = ray.cluster_resources()
+            facts["node_count"] = sum(1 for node in ray.nodes() if node.get("Alive"))
+            facts["cluster_resources"] = {
+                "CPU": float(resources.get("CPU", 0)),
+                "GPU": float(resources.get("GPU", 0)),
+                "memory_bytes": int(resources.get("memory", 0)),
+                "object_store_memory_bytes": int(resources.get("object_store_memory", 0)),
+            }
+        except Exception as e:  # metadata must never fail a step
+            facts["cluster_resources_error"] = str(e)[:200]
+        return facts
+
+    # ---- per-step settings ---------------------------------------------------------
+
+    def _restart_reason(self, live: LiveEngine, settings: RayEngineSettings) -> Optional[str]:
+        wanted = settings.runtime_env
+        if live.adopted and wanted is None:
+            return None  # the user's Ray, and this step asks for nothing specific
+        running = live.handle.runtime_env
+        if _canonical(wanted) == _canonical(running):
+            return None
+        fields = sorted(set(wanted or {}) | set(running or {}))
+        return (
+            "the step's runtime_env differs from the job-level runtime_env Ray was initialized "
+            f"with (fields: {', '.join(fields) or 'none'}); Ray fixes it at ray.init, so use "
+            "fn.options(runtime_env=...) for single tasks instead"
+        )
+
+    def _step_view(self, live: LiveEngine, settings: RayEngineSettings) -> RayRuntime:
+        handle: RayRuntime = live.handle
+        if dict(settings.remote_args) == dict(handle.remote_args):
+            return handle
+        return replace(handle, remote_args=MappingProxyType(dict(settings.remote_args)))
