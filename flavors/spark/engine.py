@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -130,7 +131,19 @@ class SparkEngine(BaseEngine):
             builder = builder.master(self.config.master)
         for key, value in conf.items():
             builder = builder.config(key, value)
-        return builder.getOrCreate()
+        if conf.get("spark.driver.bindAddress") != "127.0.0.1":
+            return builder.getOrCreate()
+        # The Spark UI binds to SPARK_LOCAL_IP or else every interface, whatever the
+        # driver's bind address; the JVM reads it from our environment at launch.
+        previous = os.environ.get("SPARK_LOCAL_IP")
+        os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+        try:
+            return builder.getOrCreate()
+        finally:
+            if previous is None:
+                del os.environ["SPARK_LOCAL_IP"]
+            else:
+                os.environ["SPARK_LOCAL_IP"] = previous
 
     def _conf(self, settings: SparkEngineSettings) -> Dict[str, str]:
         """Start-up conf: loopback defaults, artifact-store bridge, component conf, step conf."""

@@ -14,7 +14,9 @@ import time
 import psutil
 import pytest
 
-from flavors import EngineError, compute_engine, shutdown_engines
+from zenml import pipeline, step
+
+from flavors import EngineError, compute_engine, shutdown_engines, spark_session
 from flavors.engine import live_engines
 from tests.integration import pipelines as P
 from tests.support.zenml_env import ROOT_DIR, java_children, manifest_of, step_metadata
@@ -111,6 +113,29 @@ def test_static_conf_restarts_an_owned_engine(spark_stack):
     assert run.steps["executor_memory_700m"].outputs["output"][0].load() == "700m"
     assert _engine_id(run, "executor_memory_700m") != before
     assert java_children() == []
+
+
+@step
+def listening_addresses() -> list:
+    """The addresses the step's driver JVM (Spark UI included) listens on."""
+    spark_session()
+    return sorted(
+        {c.laddr.ip for p in java_children() for c in p.net_connections() if c.status == psutil.CONN_LISTEN}
+    )
+
+
+@pipeline(enable_cache=False)
+def listening_pipeline() -> None:
+    listening_addresses()
+
+
+def test_an_owned_engine_and_its_ui_listen_on_loopback_only(spark_stack, monkeypatch):
+    monkeypatch.delenv("SPARK_LOCAL_IP")  # the test session sets it; users usually do not
+    spark_stack(master="local[1]", ui_enabled=True)
+    run = listening_pipeline()
+    addresses = run.steps["listening_addresses"].outputs["output"][0].load()
+    assert addresses and all(ip in ("127.0.0.1", "::ffff:127.0.0.1") for ip in addresses), addresses
+    assert "SPARK_LOCAL_IP" not in os.environ
 
 
 def test_step_metadata_describes_the_engine_without_secrets(spark_stack, caplog):
