@@ -189,14 +189,49 @@ def java_descendants() -> List[Any]:
     return found
 
 
-def wait_no_java(timeout_s: float = 15.0) -> List[Any]:
-    """Wait for java children to exit; returns those still alive after `timeout_s`."""
+def dask_worker_descendants() -> List[Any]:
+    """Live Dask worker/nanny processes below this one.
+
+    A `LocalCluster(processes=True)` starts its workers as `multiprocessing` spawn
+    children (`python -c "from multiprocessing.spawn import spawn_main; ..."`). The
+    multiprocessing resource tracker (also a python child, exiting with its parent) is
+    not Dask's and is not counted.
+    """
+    import psutil
+
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE or not proc.name().startswith("python"):
+                continue
+            cmdline = " ".join(proc.cmdline())
+            if "resource_tracker" in cmdline:
+                continue
+            if "multiprocessing" in cmdline or "distributed" in cmdline or " dask " in f" {cmdline} ":
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
+def wait_none_left(find: Any, timeout_s: float = 15.0) -> List[Any]:
+    """Wait until `find()` returns no processes; returns those still alive after `timeout_s`."""
     deadline = time.time() + timeout_s
     while True:
-        left = java_descendants()
+        left = find()
         if not left or time.time() >= deadline:
             return left
         time.sleep(0.1)
+
+
+def wait_no_java(timeout_s: float = 15.0) -> List[Any]:
+    """Wait for java children to exit; returns those still alive after `timeout_s`."""
+    return wait_none_left(java_descendants, timeout_s)
+
+
+def wait_no_dask_workers(timeout_s: float = 15.0) -> List[Any]:
+    """Wait for Dask worker processes below this one to exit; returns those still alive."""
+    return wait_none_left(dask_worker_descendants, timeout_s)
 
 
 def spark_base_conf() -> Dict[str, str]:
@@ -219,6 +254,26 @@ def stop_spark_completely(session: Any = None) -> None:
     if session is not None:
         session.stop()
     _shutdown_driver_jvm()
+
+
+# ---- Dask ------------------------------------------------------------------------------------
+
+
+def dask_cluster_kwargs(n_workers: int = 1) -> Dict[str, Any]:
+    """`LocalCluster` kwargs for hand-built clusters (seed, floor, raw), sized like the
+    engine component the benches configure (1 thread per worker, worker processes) and
+    bound to loopback like our engine's, so only the lifecycle differs. The dashboard
+    port is `127.0.0.1:0`: what `dashboard_address=":0"` does, without listening on
+    every interface (the dashboard itself needs bokeh, absent here: only the scheduler's
+    small HTTP endpoint starts, for seed and ours alike).
+    """
+    return {
+        "n_workers": n_workers,
+        "threads_per_worker": 1,
+        "processes": True,
+        "host": "127.0.0.1",
+        "dashboard_address": "127.0.0.1:0",
+    }
 
 
 # ---- numbers and output --------------------------------------------------------------------

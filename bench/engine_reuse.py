@@ -1,6 +1,6 @@
 """Engine reuse across the steps of a run, and the hook overhead of an engine component.
 
-What it measures (Spark now; the ENGINES table takes Dask/Ray later):
+What it measures, per row of the ENGINES table (Spark, Dask; Ray later):
 
 1. A 5-step pipeline whose every step runs a small Spark job (range + groupBy + count,
    small ints passed between steps), in three variants, each in a FRESH child process
@@ -19,7 +19,21 @@ What it measures (Spark now; the ENGINES table takes Dask/Ray later):
    (ZenML's own step overhead), from perf_counter wrappers installed in the children.
      RESULT spark_reuse ratio=<ours/seed>
      RESULT spark_vs_floor ratio=<ours/floor>          (target <= 1.10)
-2. Hook overhead: a child with the Spark engine on the stack runs a pipeline of engine-free
+   The Dask row (bench/pipelines_dask.py) is timed and split the same way: every step
+   builds a pandas frame, `from_pandas` + a column transform + a groupby count, computed
+   through the client (small ints between steps); every cluster is a
+   LocalCluster(n_workers=1, threads_per_worker=1, processes=True) on 127.0.0.1:
+     seed  - every step builds `LocalCluster(...)` + `Client(cluster)` and ends with
+             `client.close(); cluster.close()` (the per-step pattern users write by hand)
+     floor - one cluster + client built by hand before the pipeline call (timed), reused,
+             closed after the clock stops
+     ours  - a stack with our Dask engine component (same sizing); steps call
+             `flavors.dask_client()`; the engine stops its cluster when the run ends,
+             inside the pipeline call
+     RESULT dask_reuse ratio=<ours/seed>               (target <= 0.50)
+     RESULT dask_vs_floor ratio=<ours/floor>           (informational)
+2. Hook overhead (rows with a hook_result: Spark; the hooks are the shared core's,
+   flavors/engine.py): a child with the Spark engine on the stack runs a pipeline of engine-free
    steps; the component class's `prepare_step_run`, `get_step_run_metadata`,
    `cleanup_step_run` and the deferred `_end_of_step` are wrapped with perf_counter (in the
    bench process only) -> total hook time / steps.
@@ -29,10 +43,12 @@ What it measures (Spark now; the ENGINES table takes Dask/Ray later):
 
 Run from the repository root:
 
-    /work/venv/bin/python bench/engine_reuse.py [--repeats 3] [--engines spark]
+    /work/venv/bin/python bench/engine_reuse.py [--repeats 3] [--engines spark,dask]
 
-Everything (ZenML store, artifacts, Spark scratch dirs) lives in one temp dir that is
-removed at the end; every child's process group is checked for leftover processes.
+(default: every row of ENGINES). Everything (ZenML store, artifacts, Spark scratch dirs,
+Dask worker dirs) lives in one temp dir that is removed at the end; inside each child the
+engine's processes (driver JVMs, Dask worker processes) must be gone after cleanup, and
+every child's process group is checked for leftover processes after it exits.
 Exit status is non-zero when anything fails.
 """
 
@@ -91,10 +107,15 @@ ENGINES: Dict[str, EngineBench] = {
         floor_result="spark_vs_floor",
         hook_result="hook_overhead_ms",
     ),
-    # Later, e.g.:
-    # "dask": EngineBench(flavor="dask", flavor_source="flavors.DaskEngineFlavor",
-    #                     module="bench.pipelines_dask", reuse_result="dask_reuse",
-    #                     floor_result="dask_vs_floor", hook_result=None),
+    # The hooks are the shared core's (flavors/engine.py); the Spark row measures them.
+    "dask": EngineBench(
+        flavor="dask",
+        flavor_source="flavors.DaskEngineFlavor",
+        module="bench.pipelines_dask",
+        reuse_result="dask_reuse",
+        floor_result="dask_vs_floor",
+        hook_result=None,
+    ),
 }
 
 HOOKS = ("prepare_step_run", "get_step_run_metadata", "cleanup_step_run", "_end_of_step")
@@ -241,11 +262,19 @@ def _last_output(run: Any, step_name: str) -> Any:
     return run.steps[step_name].outputs["output"][0].load()
 
 
+def _process_check(module: Any) -> Any:
+    """(label, finder) of the processes an engine module's variants must not leave behind."""
+    from bench._common import java_descendants
+
+    return getattr(module, "PROCESS_LABEL", "java"), getattr(module, "engine_processes", java_descendants)
+
+
 def child_reuse(engine: str, variant: str) -> None:
-    from bench._common import wait_no_java
+    from bench._common import wait_none_left
 
     bench = ENGINES[engine]
     module = _import_module(bench.module)
+    label, engine_processes = _process_check(module)
     _warm_client()
     timers = _install_zenml_timers(Timers())
     if variant == "ours":
@@ -260,7 +289,7 @@ def child_reuse(engine: str, variant: str) -> None:
     wall_s = time.perf_counter() - start
 
     # ---- checks and cleanup, off the clock ----
-    java_after_run = len(wait_no_java(3.0)) if variant == "ours" else None
+    procs_after_run = len(wait_none_left(engine_processes, 3.0)) if variant == "ours" else None
     if variant == "floor":
         module.release_floor()
     else:
@@ -268,9 +297,9 @@ def child_reuse(engine: str, variant: str) -> None:
 
         shutdown_engines()
         module.release_leftovers()
-    left = wait_no_java(15.0)
+    left = wait_none_left(engine_processes, 15.0)
     if left:
-        raise BenchError(f"java processes left after cleanup: {[p.pid for p in left]}")
+        raise BenchError(f"{label} processes left after cleanup: {[p.pid for p in left]}")
     status = str(run.status)
     if "completed" not in status.lower():
         raise BenchError(f"pipeline run ended {status}")
@@ -288,7 +317,8 @@ def child_reuse(engine: str, variant: str) -> None:
         "acquire_s": sum(t["acquire"] for t in step_times),
         "job_s": sum(t["job"] for t in step_times),
         "release_s": sum(t["release"] for t in step_times),
-        "java_after_run": java_after_run,
+        "procs_after_run": procs_after_run,
+        "labels": {"process": label, "breakdown": getattr(module, "BREAKDOWN_LABELS", {})},
     }
     payload["timers"] = timers.snapshot()
     emit(payload)
@@ -384,13 +414,19 @@ def _parts(payload: Dict[str, Any]) -> Dict[str, float]:
     return parts
 
 
-def _print_breakdown(runs: Dict[str, List[Dict[str, Any]]]) -> None:
-    """A table of medians per part, and ours - floor per part."""
+def _print_breakdown(runs: Dict[str, List[Dict[str, Any]]], labels: Dict[str, Optional[str]]) -> None:
+    """A table of medians per part, and ours - floor per part.
+
+    `labels` (an engine module's BREAKDOWN_LABELS) renames rows; None omits a row.
+    """
     parts = {v: [_parts(p) for p in runs[v]] for v in VARIANTS}
     med = {v: {k: median(x[k] for x in parts[v]) for k, _ in BREAKDOWN} for v in VARIANTS}
     print("  where the time goes (medians, s):")
     print("    " + f"{'':24s}" + "".join(f"{v:>8s}" for v in VARIANTS) + f"{'ours-floor':>12s}")
-    for key, label in BREAKDOWN:
+    for key, default_label in BREAKDOWN:
+        label = labels.get(key, default_label)
+        if label is None:
+            continue
         row = "".join(f"{med[v][key]:8.3f}" for v in VARIANTS)
         print(f"    {label:24s}{row}{med['ours'][key] - med['floor'][key]:+12.3f}")
     ours = runs["ours"]
@@ -427,10 +463,11 @@ def bench_engine(name: str, scratch: Path, env: Dict[str, str], stacks: Dict[str
           f"median of {args.repeats} fresh processes:")
     for variant in VARIANTS:
         print(f"  {variant:5s} {med[variant]:6.2f} s  runs={fmt_s(walls[variant])}")
-    _print_breakdown(runs)
+    labels = runs["ours"][0]["labels"]  # declared by the engine module (the parent never imports it)
+    _print_breakdown(runs, labels["breakdown"])
     ours = runs["ours"]
-    print(f"  java processes left when ours' pipeline call returned: "
-          f"{sorted(set(x['java_after_run'] for x in ours))} (the engine stops inside the call)")
+    print(f"  {labels['process']} processes left when ours' pipeline call returned: "
+          f"{sorted(set(x['procs_after_run'] for x in ours))} (the engine stops inside the call)")
     print(f"  ours - floor = {med['ours'] - med['floor']:+.2f} s; ours - seed = {med['ours'] - med['seed']:+.2f} s")
     result(bench.reuse_result, ratio=med["ours"] / med["seed"])
     result(bench.floor_result, ratio=med["ours"] / med["floor"])
