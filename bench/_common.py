@@ -276,6 +276,59 @@ def dask_cluster_kwargs(n_workers: int = 1) -> Dict[str, Any]:
     }
 
 
+# ---- Ray ---------------------------------------------------------------------------------------
+
+# Environment of the processes that start a Ray (the Ray rows' children), on top of
+# `isolated_env`. Ray 2.60 switches a process to token auth at its first local `ray.init`
+# when RAY_AUTH_MODE is unset (and writes ~/.ray/auth_token if none exists): the bench runs
+# every variant without token auth, as the tests do (tests/support/ray_cluster.py), and
+# without usage-stats reporting. Ray's session dirs go below TMPDIR (the scratch dir).
+RAY_CHILD_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+RAY_DAEMONS = ("raylet", "gcs_server")
+# Ray's Python helpers (dashboard agent, runtime-env agent, log monitor), by the script they run.
+_RAY_SCRIPTS = ("ray/dashboard/", "ray/autoscaler/", "ray/_private/log_monitor", "ray/_private/runtime_env")
+
+
+def ray_descendants() -> List[Any]:
+    """Live Ray processes below this one: raylet, gcs_server, workers (`ray::...`) and
+    Ray's Python helper processes."""
+    import psutil
+
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            name = proc.name()
+            if name in RAY_DAEMONS or name.startswith("ray::"):
+                found.append(proc)
+                continue
+            cmdline = " ".join(proc.cmdline())
+            if cmdline.startswith("ray::") or any(script in cmdline for script in _RAY_SCRIPTS):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
+def ray_init_kwargs(num_cpus: int, object_store_memory: int) -> Dict[str, Any]:
+    """`ray.init` kwargs for hand-started Rays (seed, floor): what our engine passes for an
+    owned Ray with this sizing and the dashboard off (flavors/ray/engine.py `_start`; the
+    options it passes as None are Ray's defaults and left out). Call it inside
+    `flavors.ray.engine._loopback_node_ip(True)`, as our engine does, so that every Ray
+    socket binds to 127.0.0.1.
+    """
+    return {
+        "address": "local",  # always a new Ray, never RAY_ADDRESS or a `ray start` cluster
+        "num_cpus": num_cpus,
+        "object_store_memory": object_store_memory,
+        "include_dashboard": False,
+        "dashboard_host": "127.0.0.1",
+        "log_to_driver": True,
+    }
+
+
 # ---- numbers and output --------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """Engine reuse across the steps of a run, and the hook overhead of an engine component.
 
-What it measures, per row of the ENGINES table (Spark, Dask; Ray later):
+What it measures, per row of the ENGINES table (Spark, Dask, Ray):
 
 1. A 5-step pipeline whose every step runs a small Spark job (range + groupBy + count,
    small ints passed between steps), in three variants, each in a FRESH child process
@@ -32,6 +32,19 @@ What it measures, per row of the ENGINES table (Spark, Dask; Ray later):
              inside the pipeline call
      RESULT dask_reuse ratio=<ours/seed>               (target <= 0.50)
      RESULT dask_vs_floor ratio=<ours/floor>           (informational)
+   The Ray row (bench/pipelines_ray.py) likewise: every step `ray.put`s 4 partitions of
+   `np.arange(rows)` and counts rows per key with one `@ray.remote` task each (`ray.get`,
+   small ints between steps); every Ray is a local one with num_cpus=1, a 100 MiB object
+   store, no dashboard, on 127.0.0.1, started with the `ray.init` arguments our engine
+   passes (bench/_common.py `ray_init_kwargs`), RAY_AUTH_MODE=disabled in every variant:
+     seed  - every step `ray.init(address="local", ...)` ... `ray.shutdown()`
+     floor - one `ray.init` by hand before the pipeline call (timed), reused, shut down
+             after the clock stops
+     ours  - a stack with our Ray engine component (same sizing); steps call
+             `flavors.ray_runtime()`; the engine shuts Ray down when the run ends,
+             inside the pipeline call
+     RESULT ray_reuse ratio=<ours/seed>                (target <= 0.50)
+     RESULT ray_vs_floor ratio=<ours/floor>            (informational)
 2. Hook overhead (rows with a hook_result: Spark; the hooks are the shared core's,
    flavors/engine.py): a child with the Spark engine on the stack runs a pipeline of engine-free
    steps; the component class's `prepare_step_run`, `get_step_run_metadata`,
@@ -43,12 +56,13 @@ What it measures, per row of the ENGINES table (Spark, Dask; Ray later):
 
 Run from the repository root:
 
-    /work/venv/bin/python bench/engine_reuse.py [--repeats 3] [--engines spark,dask]
+    /work/venv/bin/python bench/engine_reuse.py [--repeats 3] [--engines spark,dask,ray]
 
 (default: every row of ENGINES). Everything (ZenML store, artifacts, Spark scratch dirs,
-Dask worker dirs) lives in one temp dir that is removed at the end; inside each child the
-engine's processes (driver JVMs, Dask worker processes) must be gone after cleanup, and
-every child's process group is checked for leftover processes after it exits.
+Dask worker dirs, Ray session dirs) lives in one temp dir that is removed at the end; inside
+each child the engine's processes (driver JVMs, Dask worker processes, raylet/gcs_server/Ray
+workers and helpers) must be gone after cleanup, and every child's process group is checked
+for leftover processes after it exits.
 Exit status is non-zero when anything fails.
 """
 
@@ -61,11 +75,12 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import (  # noqa: E402
+    RAY_CHILD_ENV,
     BenchError,
     Scratch,
     emit,
@@ -96,6 +111,7 @@ class EngineBench:
     steps: int = 5
     rows: int = 200_000
     component_config: Dict[str, Any] = field(default_factory=dict)  # overrides module.COMPONENT_CONFIG
+    child_env: Dict[str, str] = field(default_factory=dict)  # added to the env of its reuse/hooks children
 
 
 ENGINES: Dict[str, EngineBench] = {
@@ -115,6 +131,15 @@ ENGINES: Dict[str, EngineBench] = {
         reuse_result="dask_reuse",
         floor_result="dask_vs_floor",
         hook_result=None,
+    ),
+    "ray": EngineBench(
+        flavor="ray",
+        flavor_source="flavors.RayEngineFlavor",
+        module="bench.pipelines_ray",
+        reuse_result="ray_reuse",
+        floor_result="ray_vs_floor",
+        hook_result=None,
+        child_env=RAY_CHILD_ENV,
     ),
 }
 
@@ -318,7 +343,11 @@ def child_reuse(engine: str, variant: str) -> None:
         "job_s": sum(t["job"] for t in step_times),
         "release_s": sum(t["release"] for t in step_times),
         "procs_after_run": procs_after_run,
-        "labels": {"process": label, "breakdown": getattr(module, "BREAKDOWN_LABELS", {})},
+        "labels": {
+            "process": label,
+            "breakdown": getattr(module, "BREAKDOWN_LABELS", {}),
+            "detail": [list(pair) for pair in getattr(module, "DETAIL_TIMERS", ())],
+        },
     }
     payload["timers"] = timers.snapshot()
     emit(payload)
@@ -414,10 +443,13 @@ def _parts(payload: Dict[str, Any]) -> Dict[str, float]:
     return parts
 
 
-def _print_breakdown(runs: Dict[str, List[Dict[str, Any]]], labels: Dict[str, Optional[str]]) -> None:
+def _print_breakdown(
+    runs: Dict[str, List[Dict[str, Any]]], labels: Dict[str, Optional[str]], detail: Sequence[Sequence[str]] = ()
+) -> None:
     """A table of medians per part, and ours - floor per part.
 
     `labels` (an engine module's BREAKDOWN_LABELS) renames rows; None omits a row.
+    `detail` (its DETAIL_TIMERS: timer name, label) adds a line of ours' extra timers.
     """
     parts = {v: [_parts(p) for p in runs[v]] for v in VARIANTS}
     med = {v: {k: median(x[k] for x in parts[v]) for k, _ in BREAKDOWN} for v in VARIANTS}
@@ -438,6 +470,9 @@ def _print_breakdown(runs: Dict[str, List[Dict[str, Any]]], labels: Dict[str, Op
         f"_describe x{c('_describe'):.0f}={t('_describe'):.3f} s, "
         f"publish_step_run_metadata x{c('publish_step_run_metadata'):.0f}={t('publish_step_run_metadata'):.3f} s"
     )
+    if detail:
+        print("  ours detail, inside _start/_stop (medians): "
+              + ", ".join(f"{label} x{c(key):.0f}={t(key):.3f} s" for key, label in detail))
 
 
 def bench_engine(name: str, scratch: Path, env: Dict[str, str], stacks: Dict[str, str], args: Any) -> None:
@@ -450,7 +485,7 @@ def bench_engine(name: str, scratch: Path, env: Dict[str, str], stacks: Dict[str
             log = scratch / f"{name}-{variant}-{repeat}.log"
             payload = run_child(
                 _child(["reuse", "--engine", name, "--variant", variant]),
-                {**env, "ZENML_ACTIVE_STACK_ID": stack},
+                {**env, **bench.child_env, "ZENML_ACTIVE_STACK_ID": stack},
                 log,
                 timeout_s=args.child_timeout,
             )
@@ -464,7 +499,7 @@ def bench_engine(name: str, scratch: Path, env: Dict[str, str], stacks: Dict[str
     for variant in VARIANTS:
         print(f"  {variant:5s} {med[variant]:6.2f} s  runs={fmt_s(walls[variant])}")
     labels = runs["ours"][0]["labels"]  # declared by the engine module (the parent never imports it)
-    _print_breakdown(runs, labels["breakdown"])
+    _print_breakdown(runs, labels["breakdown"], labels.get("detail", ()))
     ours = runs["ours"]
     print(f"  {labels['process']} processes left when ours' pipeline call returned: "
           f"{sorted(set(x['procs_after_run'] for x in ours))} (the engine stops inside the call)")
@@ -485,7 +520,7 @@ def bench_engine(name: str, scratch: Path, env: Dict[str, str], stacks: Dict[str
                 "--engine-stack", stacks[name],
             ]
         ),
-        env,
+        {**env, **bench.child_env},
         scratch / f"{name}-hooks.log",
         timeout_s=args.child_timeout,
     )
