@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole suite, as two pytest sessions. Ray's in-process driver leaves native threads
-# behind after ray.shutdown(); once, a later (non-Ray) test crashed the pytest process
-# with a segfault in such a thread, so the Ray tests get a process of their own.
+# The whole suite, as two pytest sessions. Once, a single session died of a segfault in a
+# native (non-Python) thread during a Spark test that ran after the Ray tests; Ray's
+# in-process driver is the one native runtime with threads of its own in the test process
+# and keeps some after ray.shutdown(), so the Ray tests get a process of their own.
 # Extra arguments go to both sessions (e.g. -m "not slow").
 set -u
 cd "$(dirname "$0")/.."
