@@ -3,7 +3,7 @@
 A module under the ZenML source root so the local orchestrator can load its steps by
 source. It provides the names `bench/engine_reuse.py` calls (the same as
 bench/pipelines_spark.py): `COMPONENT_CONFIG`, `reuse_pipeline(mode, steps, rows)`,
-`idle_pipeline(steps)`, `build_floor()`, `release_floor()`, `release_leftovers()`,
+`build_floor()`, `release_floor()`, `release_leftovers()`,
 `component_class()`, `expected_total(steps, rows)`, `STEP_TIMES`, plus the optional
 `PROCESS_LABEL`/`engine_processes()` (which processes must be gone after a run) and
 `BREAKDOWN_LABELS` (row names of the bench's time table).
@@ -143,15 +143,3 @@ def reuse_pipeline(mode: str, steps: int = 5, rows: int = 200_000) -> None:
     for i in range(steps):
         total = dask_job(total, mode, rows, id=f"job_{i}")
 
-
-@step
-def idle(prev: int) -> int:
-    """A step that never asks for an engine."""
-    return prev + 1
-
-
-@pipeline(enable_cache=False)
-def idle_pipeline(steps: int = 10) -> None:
-    value = 0
-    for i in range(steps):
-        value = idle(value, id=f"idle_{i}")
