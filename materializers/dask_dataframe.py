@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import posixpath
 from typing import Any, ClassVar, Dict, Optional, Tuple, Type
 
 import dask
 import dask.dataframe as dd
-from zenml.enums import ArtifactType, VisualizationType
-from zenml.materializers.base_materializer import BaseMaterializer
 
 from flavors.storage import fsspec_storage_options
 from materializers import dataset
@@ -25,7 +22,7 @@ def _client(start: bool) -> Optional[Any]:
     return step_client(start=start)
 
 
-class DaskDataFrameMaterializer(BaseMaterializer):
+class DaskDataFrameMaterializer(dataset.DatasetMaterializer):
     """Writes `df.to_parquet` from the workers straight to the artifact store, then a manifest.
 
     Nothing is computed on the pipeline process: with a Dask engine on the stack the
@@ -42,15 +39,13 @@ class DaskDataFrameMaterializer(BaseMaterializer):
     """
 
     ASSOCIATED_TYPES: ClassVar[Tuple[Type[Any], ...]] = (dd.DataFrame,)
-    ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.DATA
 
     def load(self, data_type: Type[Any]) -> dd.DataFrame:
         manifest = dataset.read_manifest(self.artifact_store, self.uri)
         # Inside a step, start the engine now so the step computes on it (inputs load
         # within the step, before its end-of-step teardown is scheduled).
         _client(start=True)
-        directory = dataset.data_dir(self.uri)
-        paths = [posixpath.join(directory, f.path) for f in manifest.files]
+        paths = self.data_files(manifest)
         if not paths:
             import pandas as pd
 
@@ -76,11 +71,7 @@ class DaskDataFrameMaterializer(BaseMaterializer):
             self.artifact_store, self.uri, engine="dask", engine_version=dask.__version__
         )
 
-    def save_visualizations(self, data: dd.DataFrame) -> Dict[str, VisualizationType]:
-        path = dataset.save_html_visualization(self.artifact_store, self.uri, self._manifest)
-        return {path: VisualizationType.HTML}
-
     def extract_metadata(self, data: dd.DataFrame) -> Dict[str, Any]:
-        meta = dataset.metadata(self._manifest)
+        meta = super().extract_metadata(data)
         meta["npartitions"] = data.npartitions
         return meta

@@ -14,6 +14,9 @@ import posixpath
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
+from zenml.enums import ArtifactType, VisualizationType
+from zenml.materializers.base_materializer import BaseMaterializer
+
 if TYPE_CHECKING:
     import pandas
     import pyarrow
@@ -155,3 +158,25 @@ def save_html_visualization(store: "BaseArtifactStore", uri: str, manifest: Mani
     with store.open(path, "w") as handle:
         handle.write(page)
     return path
+
+
+class DatasetMaterializer(BaseMaterializer):
+    """What every engine's materializer shares: `save` commits a manifest (kept in
+    `self._manifest`), from which the visualization and the metadata are derived."""
+
+    SKIP_REGISTRATION = True  # a base class: the engine materializers register themselves
+    ASSOCIATED_ARTIFACT_TYPE = ArtifactType.DATA
+
+    _manifest: Manifest
+
+    def data_files(self, manifest: Manifest) -> List[str]:
+        """The manifest's part files as paths in the artifact store."""
+        directory = data_dir(self.uri)
+        return [posixpath.join(directory, data_file.path) for data_file in manifest.files]
+
+    def save_visualizations(self, data: Any) -> Dict[str, VisualizationType]:
+        path = save_html_visualization(self.artifact_store, self.uri, self._manifest)
+        return {path: VisualizationType.HTML}
+
+    def extract_metadata(self, data: Any) -> Dict[str, Any]:
+        return metadata(self._manifest)

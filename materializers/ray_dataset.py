@@ -16,8 +16,6 @@ from typing import Any, ClassVar, Dict, Optional, Tuple, Type
 import ray
 import ray.data
 from ray.data import Dataset
-from zenml.enums import ArtifactType, VisualizationType
-from zenml.materializers.base_materializer import BaseMaterializer
 
 from materializers import dataset
 
@@ -96,17 +94,16 @@ def _on_cluster(function: Any, *args: Any) -> Any:
     return ray.get(ray.remote(num_cpus=0)(function).remote(*args))
 
 
-class RayDatasetMaterializer(BaseMaterializer):
+class RayDatasetMaterializer(dataset.DatasetMaterializer):
     """Writes `ray.data.Dataset`s with `write_parquet` from Ray's workers, then a manifest."""
 
     ASSOCIATED_TYPES: ClassVar[Tuple[Type[Any], ...]] = (Dataset,)
-    ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.DATA
 
     def load(self, data_type: Type[Any]) -> Dataset:
         manifest = dataset.read_manifest(self.artifact_store, self.uri)
         _ensure_ray()
         directory = dataset.data_dir(self.uri)
-        paths = [posixpath.join(directory, data_file.path) for data_file in manifest.files]
+        paths = self.data_files(manifest)
         if not paths:
             return ray.data.from_items([])
         path, filesystem = _target(self.artifact_store, directory)
@@ -137,10 +134,3 @@ class RayDatasetMaterializer(BaseMaterializer):
             return
         with self.artifact_store.open(posixpath.join(directory, "part-empty.parquet"), "wb") as handle:
             pq.write_table(arrow_schema.empty_table(), handle)
-
-    def save_visualizations(self, data: Dataset) -> Dict[str, VisualizationType]:
-        path = dataset.save_html_visualization(self.artifact_store, self.uri, self._manifest)
-        return {path: VisualizationType.HTML}
-
-    def extract_metadata(self, data: Dataset) -> Dict[str, Any]:
-        return dataset.metadata(self._manifest)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Dict, Tuple, Type
+from typing import Any, ClassVar, Tuple, Type
 
 from pyspark.sql import DataFrame, SparkSession
-from zenml.enums import ArtifactType, VisualizationType
-from zenml.materializers.base_materializer import BaseMaterializer
 
 from flavors.storage import spark_path
 from materializers import dataset
@@ -23,7 +21,7 @@ def _session_for_loading() -> SparkSession:
         return SparkSession.builder.master("local[*]").getOrCreate()
 
 
-class SparkDataFrameMaterializer(BaseMaterializer):
+class SparkDataFrameMaterializer(dataset.DatasetMaterializer):
     """Writes `df.write.parquet` to the artifact store, then a manifest from the footers.
 
     Unlike ZenML's own Spark materializer it never calls `df.count()`, so the
@@ -31,7 +29,6 @@ class SparkDataFrameMaterializer(BaseMaterializer):
     """
 
     ASSOCIATED_TYPES: ClassVar[Tuple[Type[Any], ...]] = (DataFrame,)
-    ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.DATA
 
     def load(self, data_type: Type[Any]) -> DataFrame:
         dataset.read_manifest(self.artifact_store, self.uri)
@@ -42,10 +39,3 @@ class SparkDataFrameMaterializer(BaseMaterializer):
         self._manifest = dataset.commit(
             self.artifact_store, self.uri, engine="spark", engine_version=data.sparkSession.version
         )
-
-    def save_visualizations(self, data: DataFrame) -> Dict[str, VisualizationType]:
-        path = dataset.save_html_visualization(self.artifact_store, self.uri, self._manifest)
-        return {path: VisualizationType.HTML}
-
-    def extract_metadata(self, data: DataFrame) -> Dict[str, Any]:
-        return dataset.metadata(self._manifest)

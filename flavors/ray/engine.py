@@ -303,8 +303,6 @@ class RayEngine(BaseEngine):
         return self._finish(attempt, context, "attached", settings)
 
     def _finish(self, attempt: _Attempt, context: Any, mode: str, settings: RayEngineSettings) -> RayRuntime:
-        import ray
-
         with attempt.lock:
             if attempt.abandoned:
                 # The core gave up waiting (startup_timeout_s) and raised already.
