@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Annotated, Tuple
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F

@@ -17,7 +17,8 @@ import pytest
 from flavors import EngineError, compute_engine
 from flavors.engine import live_engines
 from tests.support import zenml_env
-from tests.support.dask_cluster import ROOT, free_port, leftover_workers, wait_until_gone
+from tests.support.dask_cluster import ROOT, leftover_workers, wait_until_gone
+from tests.support.ports import free_port
 
 # Tiny engines: other engineers share this 2-core machine.
 TINY = {"n_workers": 1, "threads_per_worker": 1, "memory_limit": "1GiB"}

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import zenml_env
+from tests.support.ports import free_port
 from tests.support.ray_cluster import (
     LOOPBACK_ENV,
     RAY_DAEMONS,
@@ -338,12 +339,6 @@ def test_ray_client_address_runs_tasks_and_dataset_artifacts(ray_cluster, ray_st
 # ---- unreachable heads ----------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _session_error() -> tuple:
     """(seconds until compute_engine("ray").session() raised EngineError, its message)."""
     from flavors import EngineError, compute_engine
@@ -355,7 +350,7 @@ def _session_error() -> tuple:
 
 
 def test_unreachable_head_fails_fast_naming_the_address(ray_stack):
-    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
     ray_stack(address=address, startup_timeout_s=3)
     elapsed, message = _session_error()
     assert elapsed < 3 + 2, elapsed

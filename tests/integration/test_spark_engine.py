@@ -19,6 +19,7 @@ from zenml import pipeline, step
 from flavors import EngineError, compute_engine, shutdown_engines, spark_session
 from flavors.engine import live_engines
 from tests.integration import pipelines as P
+from tests.support.ports import free_port
 from tests.support.zenml_env import ROOT_DIR, java_children, manifest_of, step_metadata
 
 LOCAL = {"master": "local[2]", "ui_enabled": False}
@@ -209,8 +210,6 @@ def _latest_run(zen):
 
 
 def test_unreachable_master_fails_fast_with_its_address(zen, spark_stack):
-    from tests.support.spark_cluster import free_port
-
     address = f"spark://127.0.0.1:{free_port()}"
     spark_stack(master=address, startup_timeout_s=5)
     with pytest.raises(RuntimeError):

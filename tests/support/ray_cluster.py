@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Iterable, List, Optional, Set
 
 import psutil
+
+from tests.support.ports import free_port
 
 RAY_BIN = str(Path(sys.executable).with_name("ray"))
 
@@ -53,12 +54,6 @@ def use_test_auth_mode() -> None:
 # Native daemons by process name; Python helpers by the Ray script they run.
 RAY_DAEMONS = ("raylet", "gcs_server")
 _RAY_SCRIPTS = ("ray/dashboard/", "ray/autoscaler/", "ray/_private/log_monitor", "ray/_private/runtime_env")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def is_ray_process(proc: psutil.Process) -> bool:

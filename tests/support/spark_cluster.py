@@ -14,11 +14,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, Dict, List
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support.ports import free_port
 
 
 @dataclass

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Dict, List
 
 import psutil
+
+ROOT_DIR = str(Path(__file__).resolve().parents[2])
 
 FLAVOR_SOURCES = {"spark": "flavors.SparkEngineFlavor", "dask": "flavors.DaskEngineFlavor", "ray": "flavors.RayEngineFlavor"}
 
@@ -105,5 +108,3 @@ def manifest_of(artifact: Any) -> Any:
 def step_metadata(run: Any, step: str) -> Dict[str, Any]:
     return run.steps[step].run_metadata.get("compute_engine", {})
 
-
-ROOT_DIR = str(__import__("pathlib").Path(__file__).resolve().parents[2])
