@@ -6,8 +6,8 @@ a step asks for it (`BaseEngine.session()`), is reused according to `reuse`, and
 down *after* the step's outputs are saved (a StepContext cleanup callback), because ZenML
 calls `cleanup_step_run` before the materializers run.
 
-Flavors fill in `_start`, `_connect`, `_stop`, `_describe` (and optionally the per-step
-hooks); this module never imports an engine library.
+Flavors fill in `_start` (engines we can own), `_connect`, `_stop`, `_describe` (and
+optionally the per-step hooks); this module never imports an engine library.
 """
 
 from __future__ import annotations
@@ -204,9 +204,13 @@ class BaseEngine(BaseFeatureStore):
 
     # ---- what the flavors implement ------------------------------------------------
 
-    @abstractmethod
     def _start(self, settings: BaseEngineSettings) -> Any:
-        """Start an embedded engine and return its native handle."""
+        """Start an embedded engine and return its native handle.
+
+        Only called when the config has no `address`; a service that is never owned
+        (BigQuery) always has one and need not implement it.
+        """
+        raise NotImplementedError(f"the {self.kind} engine cannot be started embedded; it needs an address")
 
     @abstractmethod
     def _connect(self, settings: BaseEngineSettings) -> Any:
@@ -235,8 +239,13 @@ class BaseEngine(BaseFeatureStore):
         """The handle a step gets; flavors isolate per-step options here."""
         return live.handle
 
-    def _release_step_view(self, live: LiveEngine, view: Any) -> None:
-        """Release what `_step_view` created for a step that is over."""
+    def _release_step_view(self, live: LiveEngine, view: Any, step_failed: bool) -> None:
+        """Release what `_step_view` created for a step that is over (after its outputs
+        are saved); `step_failed` says whether the step failed or was interrupted."""
+
+    def _step_facts(self, live: LiveEngine, view: Any) -> Dict[str, Any]:
+        """Facts about what this step did with the engine (jobs, bytes), for its metadata."""
+        return {}
 
     # ---- the public API ------------------------------------------------------------
 
@@ -306,29 +315,31 @@ class BaseEngine(BaseFeatureStore):
             "engine_starts_in_process": self.start_count,
             **live.facts,
         }
+        view = live.step_views.get(info.step_run_id)
+        if view is not None:
+            facts.update(self._step_facts(live, view))
         return {"compute_engine": facts}
 
     def cleanup_step_run(self, info: Any, step_failed: bool) -> None:
         """Defer teardown until after the step's outputs are saved."""
-        live = _LIVE.get(self.id)
-        if live is None or live.run_id != info.run_id:
-            return
         context = StepContext.get()
         if context is None:
             self._end_of_step(info, step_failed)
         else:
             # Runs when the StepContext exits, i.e. after the materializers saved the
-            # outputs, which may still need the engine to compute a lazy result.
+            # outputs, which may still need the engine to compute a lazy result, or may
+            # start it (a materializer asking for the engine): registered even when no
+            # engine is live yet, so that one is stopped too.
             context._cleanup_registry.register_callback(self._end_of_step, info, step_failed)
 
     def _end_of_step(self, info: Any, step_failed: bool) -> None:
         with _LOCK:
             live = _LIVE.get(self.id)
-            if live is None:
+            if live is None or live.run_id != info.run_id:
                 return
             view = live.step_views.pop(info.step_run_id, None)
             if view is not None:
-                self._release_step_view(live, view)
+                self._release_step_view(live, view, step_failed)
             if live.kept_for_inspection or self.config.reuse == "process":
                 return
             if step_failed and self.config.teardown == "on_success":

@@ -243,7 +243,7 @@ class SparkEngine(BaseEngine):
             view.conf.set(key, value)
         return view
 
-    def _release_step_view(self, live: LiveEngine, view: "SparkSession") -> None:
+    def _release_step_view(self, live: LiveEngine, view: "SparkSession", step_failed: bool) -> None:
         # A Connect child session is a server-side session of its own; a classic child
         # shares the SparkContext, so stopping it would stop the engine.
         if self.config.is_connect and view is not live.handle:
