@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Tuple,
 from pydantic import Field, field_validator
 
 from flavors.engine import BaseEngineConfig, BaseEngineFlavor, BaseEngineSettings
+from flavors.sizes import parse_bytes
 
 if TYPE_CHECKING:
     from flavors.ray.engine import RayEngine
@@ -20,8 +21,6 @@ OBJECT_STORE_MINIMUM_BYTES = 75 * 1024 * 1024
 
 _HOST = r"(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
 _ADDRESS = re.compile(rf"(?P<scheme>ray://)?{_HOST}:(?P<port>\d{{1,5}})")
-_SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[KMGT]?i?B?)?", re.IGNORECASE)
-_UNITS = {"": 1, "B": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
 # Options Ray accepts in `ray.remote(...)` / `.options(...)` for tasks and actors.
 REMOTE_ARG_KEYS = frozenset(
@@ -39,20 +38,6 @@ def parse_address(address: str) -> Tuple[bool, str, int]:
     if match is None:
         raise ValueError(address)
     return bool(match.group("scheme")), match.group("host").strip("[]"), int(match.group("port"))
-
-
-def _parse_bytes(value: Any) -> Any:
-    """Accept ints (bytes) and sizes like "200MB", "1.5GiB"; leave anything else to pydantic."""
-    if isinstance(value, str):
-        match = _SIZE.fullmatch(value.strip())
-        if match is None:
-            raise ValueError(f"{value!r} is not a size; use bytes or e.g. '200MB', '1GiB'")
-        unit = (match.group("unit") or "").upper()
-        binary = "I" in unit
-        prefix = unit.replace("I", "").replace("B", "")
-        scale = 1024 ** "KMGT".index(prefix) * 1024 if binary and prefix else _UNITS[prefix]
-        return int(float(match.group("number")) * scale)
-    return value
 
 
 def _canonical(value: Optional[Mapping[str, Any]]) -> str:
@@ -163,7 +148,7 @@ class RayEngineConfig(BaseEngineConfig, RayEngineSettings):
     @field_validator("object_store_memory", mode="before")
     @classmethod
     def _check_object_store_memory(cls, value: Any) -> Any:
-        value = _parse_bytes(value)
+        value = parse_bytes(value)
         if value is None:
             return None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
