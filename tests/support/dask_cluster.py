@@ -156,7 +156,8 @@ class SchedulerAndWorker:
         log = open(os.path.join(workdir, "worker.log"), "wb")
         worker = subprocess.Popen(
             [DASK, "worker", address, "--nthreads", "1", "--nworkers", "1", "--host", "127.0.0.1",
-             "--memory-limit", "1GiB", "--no-dashboard", "--resources", "slot=1",
+             "--memory-limit", "1GiB", "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
+             "--resources", "slot=1",
              "--local-directory", workdir],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
