@@ -1,10 +1,11 @@
-"""Compute-engine flavors for ZenML: Spark, Dask and Ray as stack components.
+"""Compute-engine flavors for ZenML: Spark, Dask, Ray and BigQuery as stack components.
 
 Importing this package never imports pyspark, ray, dask or google-cloud: the engine
 libraries load only when a step first asks for its engine.
 """
 
-from flavors.context import compute_engine, dask_client, ray_runtime, spark_session
+from flavors.bigquery.flavor import BigQueryEngineConfig, BigQueryEngineFlavor, BigQueryEngineSettings
+from flavors.context import bigquery_client, compute_engine, dask_client, ray_runtime, spark_session
 from flavors.engine import (
     BaseEngine,
     BaseEngineConfig,
@@ -22,6 +23,9 @@ __all__ = [
     "BaseEngineConfig",
     "BaseEngineFlavor",
     "BaseEngineSettings",
+    "BigQueryEngineConfig",
+    "BigQueryEngineFlavor",
+    "BigQueryEngineSettings",
     "DaskEngineConfig",
     "DaskEngineFlavor",
     "DaskEngineSettings",
@@ -32,6 +36,7 @@ __all__ = [
     "SparkEngineConfig",
     "SparkEngineFlavor",
     "SparkEngineSettings",
+    "bigquery_client",
     "compute_engine",
     "dask_client",
     "ray_runtime",

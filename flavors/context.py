@@ -8,6 +8,7 @@ from flavors.engine import BaseEngine, EngineError
 
 if TYPE_CHECKING:
     from distributed import Client as DaskClient
+    from google.cloud.bigquery import Client as BigQueryClient
     from pyspark.sql import SparkSession
 
     from flavors.ray.flavor import RayRuntime
@@ -27,6 +28,11 @@ _REGISTER_HINT = {
         "zenml feature-store flavor register flavors.RayEngineFlavor && "
         "zenml feature-store register ray_local --flavor=ray && "
         "zenml stack update -f ray_local"
+    ),
+    "bigquery": (
+        "zenml feature-store flavor register flavors.BigQueryEngineFlavor && "
+        "zenml feature-store register bq --flavor=bigquery --project=<project> --location=<location> && "
+        "zenml stack update -f bq"
     ),
 }
 
@@ -92,3 +98,17 @@ def ray_runtime() -> "RayRuntime":
     Ray you initialized yourself alone.
     """
     return compute_engine("ray").session()
+
+
+def bigquery_client() -> "BigQueryClient":
+    """The step's `google.cloud.bigquery.Client`, created on first use and shared by the
+    steps of the run.
+
+    Every query and load job it starts carries labels for the pipeline, run and step, the
+    component's (or step's) `maximum_bytes_billed` and default dataset, and the run's
+    BigQuery session if `session` is on; with `dry_run_limit_bytes` each query is dry-run
+    first and refused if its estimate is over the limit. The jobs are listed in the step's
+    metadata, and those still running when the step fails or is interrupted are
+    cancelled. Never call `close()` on it: the component closes it when the run ends.
+    """
+    return compute_engine("bigquery").session()

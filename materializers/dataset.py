@@ -139,25 +139,34 @@ def metadata(manifest: Manifest) -> Dict[str, Any]:
     }
 
 
-def save_html_visualization(store: "BaseArtifactStore", uri: str, manifest: Manifest) -> str:
-    """Write a schema + preview page beside the data; returns its path."""
-    rows = preview(store, uri, manifest)
+def render_html(heading: str, schema: List[Dict[str, str]], rows: Optional["pandas.DataFrame"]) -> str:
+    """The schema + first-rows page every tabular artifact of ours shows."""
     schema_rows = "".join(
-        f"<tr><td>{html.escape(c['name'])}</td><td>{html.escape(c['type'])}</td></tr>"
-        for c in manifest.schema
+        f"<tr><td>{html.escape(c['name'])}</td><td>{html.escape(c['type'])}</td></tr>" for c in schema
     )
-    page = (
-        f"<h3>{manifest.num_rows:,} rows in {len(manifest.files)} parquet file(s), "
-        f"{manifest.num_bytes:,} bytes, written by {html.escape(manifest.engine)} "
-        f"{html.escape(manifest.engine_version)}</h3>"
+    return (
+        f"<h3>{html.escape(heading)}</h3>"
         f"<h4>Schema</h4><table><tr><th>column</th><th>type</th></tr>{schema_rows}</table>"
         "<h4>First rows</h4>"
         + (rows.to_html(index=False, max_cols=50) if rows is not None else "<p>(empty)</p>")
     )
+
+
+def write_html(store: "BaseArtifactStore", uri: str, page: str) -> str:
+    """Write a visualization page beside the artifact's data; returns its path."""
     path = posixpath.join(uri, "preview.html")
     with store.open(path, "w") as handle:
         handle.write(page)
     return path
+
+
+def save_html_visualization(store: "BaseArtifactStore", uri: str, manifest: Manifest) -> str:
+    """Write a schema + preview page beside the data; returns its path."""
+    heading = (
+        f"{manifest.num_rows:,} rows in {len(manifest.files)} parquet file(s), "
+        f"{manifest.num_bytes:,} bytes, written by {manifest.engine} {manifest.engine_version}"
+    )
+    return write_html(store, uri, render_html(heading, manifest.schema, preview(store, uri, manifest)))
 
 
 class DatasetMaterializer(BaseMaterializer):
