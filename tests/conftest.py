@@ -79,3 +79,16 @@ def ray_cluster():
     head = RayHead.start()
     yield head
     head.stop()
+
+
+@pytest.fixture(scope="session")
+def bq_emulator():
+    """The BigQuery emulator (own venv) on 127.0.0.1 behind a recording proxy, once per session."""
+    from examples._bqemulator import Emulator
+    from tests.support.bigquery_proxy import RecordingProxy
+
+    emulator = Emulator.start()
+    proxy = RecordingProxy(emulator.rest_url)
+    yield emulator, proxy
+    proxy.stop()
+    emulator.stop()

@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 python="${PYTHON:-.venv/bin/python}"
 ray_tests=tests/integration/test_ray_engine.py
 
+# The BigQuery emulator lives in a venv of its own (.venv-bqemu), created once here.
+"$python" -c "from examples._bqemulator import ensure_venv; ensure_venv()" || exit 1
+
 "$python" -m pytest -q -ra --ignore="$ray_tests" "$@"
 first=$?
 "$python" -m pytest -q -ra "$ray_tests" "$@"

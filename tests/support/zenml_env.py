@@ -11,7 +11,12 @@ import psutil
 
 ROOT_DIR = str(Path(__file__).resolve().parents[2])
 
-FLAVOR_SOURCES = {"spark": "flavors.SparkEngineFlavor", "dask": "flavors.DaskEngineFlavor", "ray": "flavors.RayEngineFlavor"}
+FLAVOR_SOURCES = {
+    "spark": "flavors.SparkEngineFlavor",
+    "dask": "flavors.DaskEngineFlavor",
+    "ray": "flavors.RayEngineFlavor",
+    "bigquery": "flavors.BigQueryEngineFlavor",
+}
 
 
 def setup() -> Any:
@@ -26,8 +31,9 @@ def setup() -> Any:
     return client
 
 
-def activate_engine_stack(flavor: str, config: Dict[str, Any]) -> Any:
-    """Register an engine component with `config`, put it on a fresh stack and activate it."""
+def activate_engine_stack(flavor: str, config: Dict[str, Any], connector_id: Any = None) -> Any:
+    """Register an engine component with `config` (linked to a service connector if given),
+    put it on a fresh stack and activate it."""
     from zenml.client import Client
     from zenml.enums import StackComponentType
 
@@ -36,6 +42,8 @@ def activate_engine_stack(flavor: str, config: Dict[str, Any]) -> Any:
     client.create_stack_component(
         name=name, flavor=flavor, component_type=StackComponentType.FEATURE_STORE, configuration=config
     )
+    if connector_id is not None:
+        client.update_stack_component(name, StackComponentType.FEATURE_STORE, connector_id=connector_id)
     client.create_stack(
         name=name,
         components={

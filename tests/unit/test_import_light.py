@@ -12,13 +12,17 @@ HEAVY = ("pyspark", "ray", "dask", "distributed", "google.cloud")
 PROBE = f"""
 import sys
 import flavors
+import materializers
+from materializers import BigQueryDataset
 from zenml.enums import StackComponentType
-for flavor_class in (flavors.SparkEngineFlavor, flavors.DaskEngineFlavor, flavors.RayEngineFlavor):
+required = {{flavors.BigQueryEngineFlavor: {{"project": "p"}}}}
+for flavor_class in (flavors.SparkEngineFlavor, flavors.DaskEngineFlavor, flavors.RayEngineFlavor, flavors.BigQueryEngineFlavor):
     flavor = flavor_class()
     assert flavor.type == StackComponentType.FEATURE_STORE
     flavor.to_model(integration="custom", is_custom=True)  # what `flavor register` stores
-    flavor.config_class()
+    flavor.config_class(**required.get(flavor_class, {{}}))
     flavor.implementation_class  # the component class itself stays light too
+BigQueryDataset(table_id="p.d.t")  # the artifact type and its materializer too
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r} or m.startswith("google.cloud"))
 print("HEAVY", heavy)
 """
