@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent  # the ZenML source root (pipeline modules live below it)
 MARKER = "BENCH_JSON "
@@ -92,6 +92,33 @@ def apply_isolated_env(home: Path) -> None:
     tempfile.tempdir = None  # re-read TMPDIR
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
+
+
+def run_bench(
+    prefix: str,
+    body: Callable[[Path], None],
+    *,
+    isolated: bool = True,
+    leftovers: Optional[Callable[[float], List[Any]]] = None,
+    leftover_label: str = "processes",
+) -> int:
+    """What every bench script's main does: a scratch dir (its ZenML store and artifacts,
+    set in this process unless `isolated=False`), the body, a check that no engine
+    process outlived it, the total time. Returns the exit status."""
+    started = time.perf_counter()
+    try:
+        with Scratch(prefix) as scratch:
+            if isolated:
+                apply_isolated_env(scratch.path)
+            body(scratch.path)
+            left = leftovers(15.0) if leftovers is not None else []
+            if left:
+                raise BenchError(f"{leftover_label} left: {[p.pid for p in left]}")
+    except BenchError as e:
+        print(f"bench failed: {e}", file=sys.stderr)
+        return 1
+    print(f"total bench time {time.perf_counter() - started:.0f} s")
+    return 0
 
 
 # ---- child processes -------------------------------------------------------------------
@@ -329,6 +356,64 @@ def ray_init_kwargs(num_cpus: int, object_store_memory: int) -> Dict[str, Any]:
     }
 
 
+# ---- traffic ------------------------------------------------------------------------------
+
+
+class ByteCountingRelay:
+    """A TCP relay on 127.0.0.1 to `target_port` that counts the bytes the target sends
+    back (for protocols a bench cannot proxy at the HTTP level, e.g. gRPC)."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+        import threading
+
+        self.target_port = target_port
+        self.received = 0
+        self._lock = threading.Lock()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        threading.Thread(target=self._accept, name="byte-relay", daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, source: Any, sink: Any, count: bool) -> None:
+        try:
+            while True:
+                chunk = source.recv(65536)
+                if not chunk:
+                    break
+                if count:
+                    with self._lock:
+                        self.received += len(chunk)
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._server.close()
+
+
 # ---- numbers and output --------------------------------------------------------------------
 
 
@@ -353,3 +438,21 @@ def result(name: str, *, ratio: Optional[float] = None, value: Optional[float] =
 
 def fmt_s(values: Sequence[float]) -> str:
     return "[" + ", ".join(f"{v:.2f}" for v in values) + "]"
+
+
+def rotated(variants: Sequence[str], repeat: int) -> Tuple[str, ...]:
+    """The variants in the order of one repeat: rotated, so none always runs first."""
+    shift = repeat % len(variants)
+    return tuple(variants[shift:]) + tuple(variants[:shift])
+
+
+def print_medians(
+    times: Dict[str, List[float]], phases: Dict[str, List[Dict[str, float]]], digits: int = 2
+) -> Dict[str, float]:
+    """Print each variant's median, runs and median phases; return the medians."""
+    medians = {variant: median(runs) for variant, runs in times.items()}
+    for variant, runs in times.items():
+        keys = list(phases[variant][0]) if phases.get(variant) else []
+        detail = ", ".join(f"{k} {median(p.get(k, 0.0) for p in phases[variant]):.{digits}f}" for k in keys)
+        print(f"  {variant:5s} {medians[variant]:6.2f} s  runs={fmt_s(runs)}  ({detail})")
+    return medians

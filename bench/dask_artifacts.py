@@ -56,12 +56,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import (  # noqa: E402
     BenchError,
-    Scratch,
-    apply_isolated_env,
     dask_cluster_kwargs,
-    fmt_s,
-    median,
+    print_medians,
     result,
+    rotated,
+    run_bench,
     wait_no_dask_workers,
 )
 
@@ -222,8 +221,7 @@ def run(args: Any) -> None:
             times: Dict[str, List[float]] = {v: [] for v in VARIANTS}
             phases: Dict[str, List[Dict[str, float]]] = {v: [] for v in VARIANTS}
             for repeat in range(args.repeats):
-                order = VARIANTS[repeat % len(VARIANTS):] + VARIANTS[: repeat % len(VARIANTS)]
-                for variant in order:
+                for variant in rotated(VARIANTS, repeat):
                     seconds, reduced, parts, facts = bench.measure(variant)
                     if reduced != expected:
                         raise BenchError(f"{variant} reduced to {reduced}, expected {expected}")
@@ -238,13 +236,9 @@ def run(args: Any) -> None:
     finally:
         cluster.close()
 
-    med = {v: median(times[v]) for v in VARIANTS}
     print(f"save + load + reduction of {expected[1]:,} rows in {args.partitions} partitions "
           f"({N_WORKERS} workers x 1 thread), median of {args.repeats}:")
-    for variant in VARIANTS:
-        keys = list(phases[variant][0])
-        detail = ", ".join(f"{k} {median(p.get(k, 0.0) for p in phases[variant]):.3f}" for k in keys)
-        print(f"  {variant:5s} {med[variant]:6.2f} s  runs={fmt_s(times[variant])}  ({detail})")
+    med = print_medians(times, phases, digits=3)
     print(f"  ours - raw = {med['ours'] - med['raw']:+.2f} s; informational: ours/noidx = "
           f"{med['ours'] / med['noidx']:.3f} (ours - noidx = {med['ours'] - med['noidx']:+.2f} s)")
     result("dask_artifacts", ratio=med["ours"] / med["raw"])
@@ -258,19 +252,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.rows < args.partitions or args.partitions < 1 or args.repeats < 1:
         parser.error("need rows >= partitions >= 1 and repeats >= 1")
-    started = time.perf_counter()
-    try:
-        with Scratch("bench-dask-artifacts-") as scratch:
-            apply_isolated_env(scratch.path)
-            run(args)
-            left = wait_no_dask_workers(15.0)
-            if left:
-                raise BenchError(f"Dask worker processes left: {[p.pid for p in left]}")
-    except BenchError as e:
-        print(f"bench failed: {e}", file=sys.stderr)
-        return 1
-    print(f"total bench time {time.perf_counter() - started:.0f} s")
-    return 0
+    return run_bench(
+        "bench-dask-artifacts-", lambda scratch: run(args), leftovers=wait_no_dask_workers,
+        leftover_label="Dask worker processes",
+    )
 
 
 if __name__ == "__main__":

@@ -82,12 +82,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import (  # noqa: E402
     RAY_CHILD_ENV,
     BenchError,
-    Scratch,
     emit,
     fmt_s,
     isolated_env,
     median,
     result,
+    rotated,
+    run_bench,
     run_child,
 )
 
@@ -479,8 +480,7 @@ def bench_engine(name: str, scratch: Path, env: Dict[str, str], stacks: Dict[str
     bench = ENGINES[name]
     runs: Dict[str, List[Dict[str, Any]]] = {v: [] for v in VARIANTS}
     for repeat in range(args.repeats):
-        order = VARIANTS[repeat % len(VARIANTS):] + VARIANTS[: repeat % len(VARIANTS)]
-        for variant in order:
+        for variant in rotated(VARIANTS, repeat):
             stack = stacks[name] if variant == "ours" else stacks[PLAIN_STACK]
             log = scratch / f"{name}-{variant}-{repeat}.log"
             payload = run_child(
@@ -588,19 +588,15 @@ def main() -> int:
         child_hooks(args.engine, args.hook_steps, args.repeats, args.plain_stack, args.engine_stack)
         return 0
 
-    started = time.perf_counter()
-    try:
-        with Scratch("bench-engine-reuse-") as scratch:
-            env = isolated_env(scratch.path)
-            setup = run_child(_child(["setup", "--engines", ",".join(engines)]), env,
-                              scratch.path / "setup.log", timeout_s=args.child_timeout)
-            for name in engines:
-                bench_engine(name, scratch.path, env, setup["stacks"], args)
-    except BenchError as e:
-        print(f"bench failed: {e}", file=sys.stderr)
-        return 1
-    print(f"total bench time {time.perf_counter() - started:.0f} s")
-    return 0
+    def body(scratch: Path) -> None:
+        # Every variant runs in a child process of its own, in this isolated environment.
+        env = isolated_env(scratch)
+        setup = run_child(_child(["setup", "--engines", ",".join(engines)]), env,
+                          scratch / "setup.log", timeout_s=args.child_timeout)
+        for name in engines:
+            bench_engine(name, scratch, env, setup["stacks"], args)
+
+    return run_bench("bench-engine-reuse-", body, isolated=False)
 
 
 if __name__ == "__main__":

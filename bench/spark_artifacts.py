@@ -46,11 +46,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import (  # noqa: E402
     BenchError,
-    Scratch,
-    apply_isolated_env,
-    fmt_s,
-    median,
+    print_medians,
     result,
+    rotated,
+    run_bench,
     spark_base_conf,
     wait_no_java,
 )
@@ -143,8 +142,7 @@ def run(scratch: Path, args: Any) -> None:
         times: Dict[str, List[float]] = {v: [] for v in VARIANTS}
         phases: Dict[str, List[Dict[str, float]]] = {v: [] for v in VARIANTS}
         for repeat in range(args.repeats):
-            order = VARIANTS[repeat % len(VARIANTS):] + VARIANTS[: repeat % len(VARIANTS)]
-            for variant in order:
+            for variant in rotated(VARIANTS, repeat):
                 seconds, count, parts = bench.measure(variant)
                 if count != expected:
                     raise BenchError(f"{variant} loaded {count} rows, expected {expected}")
@@ -158,12 +156,8 @@ def run(scratch: Path, args: Any) -> None:
 
         stop_spark_completely()
 
-    med = {v: median(times[v]) for v in VARIANTS}
     print(f"save + load + count of {expected:,} rows, median of {args.repeats}:")
-    for variant in VARIANTS:
-        keys = list(phases[variant][0])
-        detail = ", ".join(f"{k} {median(p[k] for p in phases[variant]):.2f}" for k in keys)
-        print(f"  {variant:5s} {med[variant]:6.2f} s  runs={fmt_s(times[variant])}  ({detail})")
+    med = print_medians(times, phases)
     result("spark_artifacts_vs_raw", ratio=med["ours"] / med["raw"])
     result("spark_artifacts_vs_zenml", ratio=med["ours"] / med["zenml"])
 
@@ -173,19 +167,9 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    started = time.perf_counter()
-    try:
-        with Scratch("bench-spark-artifacts-") as scratch:
-            apply_isolated_env(scratch.path)
-            run(scratch.path, args)
-            left = wait_no_java(15.0)
-            if left:
-                raise BenchError(f"java processes left: {[p.pid for p in left]}")
-    except BenchError as e:
-        print(f"bench failed: {e}", file=sys.stderr)
-        return 1
-    print(f"total bench time {time.perf_counter() - started:.0f} s")
-    return 0
+    return run_bench(
+        "bench-spark-artifacts-", lambda scratch: run(scratch, args), leftovers=wait_no_java, leftover_label="java processes"
+    )
 
 
 if __name__ == "__main__":
