@@ -7,7 +7,8 @@ import os
 import socket
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 from flavors.engine import BaseEngine, EngineError, LiveEngine
 from flavors.spark.flavor import SparkEngineConfig, SparkEngineSettings
@@ -67,6 +68,21 @@ def _shutdown_driver_jvm() -> None:
             process.wait()
     SparkContext._gateway = None
     SparkContext._jvm = None
+
+
+@contextmanager
+def _environment(values: Dict[str, str]) -> Iterator[None]:
+    """Set environment variables while a session starts (its JVM and context read them)."""
+    previous = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _is_running(session: "SparkSession") -> bool:
@@ -131,19 +147,17 @@ class SparkEngine(BaseEngine):
             builder = builder.master(self.config.master)
         for key, value in conf.items():
             builder = builder.config(key, value)
-        if conf.get("spark.driver.bindAddress") != "127.0.0.1":
+        launch_env = {}
+        if conf.get("spark.driver.bindAddress") == "127.0.0.1":
+            # The Spark UI binds to SPARK_LOCAL_IP or else every interface, whatever the
+            # driver's bind address; the JVM reads it from our environment at launch.
+            launch_env["SPARK_LOCAL_IP"] = "127.0.0.1"
+        if "spark.pyspark.python" in conf and "PYSPARK_PYTHON" not in os.environ:
+            # PySpark's SparkContext takes its workers' interpreter from PYSPARK_PYTHON
+            # (default: `python3` on PATH, often not this virtualenv's), not from the conf.
+            launch_env["PYSPARK_PYTHON"] = conf["spark.pyspark.python"]
+        with _environment(launch_env):
             return builder.getOrCreate()
-        # The Spark UI binds to SPARK_LOCAL_IP or else every interface, whatever the
-        # driver's bind address; the JVM reads it from our environment at launch.
-        previous = os.environ.get("SPARK_LOCAL_IP")
-        os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
-        try:
-            return builder.getOrCreate()
-        finally:
-            if previous is None:
-                del os.environ["SPARK_LOCAL_IP"]
-            else:
-                os.environ["SPARK_LOCAL_IP"] = previous
 
     def _conf(self, settings: SparkEngineSettings) -> Dict[str, str]:
         """Start-up conf: loopback defaults, artifact-store bridge, component conf, step conf."""
