@@ -20,6 +20,9 @@ import json
 import logging
 import os
 from typing import Any, Dict, Mapping, Optional, Tuple
+from urllib.parse import urlsplit
+
+from flavors.addresses import is_loopback_host
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +88,17 @@ def _credentials(artifact_store: Any) -> Any:
 
 
 def _gcs_endpoint(artifact_store: Any) -> Optional[str]:
+    """The store's GCS endpoint: its config (duck-typed stores), else the emulator that
+    ZenML's GCP store itself reaches through gcsfs (`STORAGE_EMULATOR_HOST`), named
+    explicitly so that workers on other machines reach the same one."""
     config = getattr(artifact_store, "config", None)
-    return getattr(config, "endpoint_url", None) or _client_kwargs(artifact_store).get("endpoint_url")
+    configured = getattr(config, "endpoint_url", None) or _client_kwargs(artifact_store).get("endpoint_url")
+    if configured:
+        return configured
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST", "")
+    if emulator in ("", "default"):
+        return None
+    return emulator if emulator.startswith(("http://", "https://")) else f"http://{emulator}"
 
 
 def _is_service_account_info(creds: Any) -> bool:
@@ -201,12 +213,71 @@ def fsspec_storage_options(artifact_store: Any) -> Dict[str, Any]:
                 opts[name] = dict(s3[name])
     elif scheme == "gs":
         creds = _credentials(artifact_store)
+        endpoint = _gcs_endpoint(artifact_store)
         if creds is not None:
             opts["token"] = creds
-        endpoint = _gcs_endpoint(artifact_store)
+        elif endpoint and is_loopback_host(urlsplit(endpoint).hostname):
+            opts["token"] = "anon"  # an emulator without credentials: never look for Google's
         if endpoint:
             opts["endpoint_url"] = endpoint
     return opts
+
+
+def pyarrow_filesystem(artifact_store: Any) -> Tuple[Any, Optional[str]]:
+    """A pyarrow-native filesystem for the store's objects, and the scheme to strip from
+    its paths; `(None, None)` for local stores.
+
+    For engines that read and write with pyarrow in many threads and processes (Ray
+    Data): pyarrow's own S3 and GCS clients pickle cleanly and need no event loop,
+    unlike fsspec's. Built from the same credentials and endpoint as
+    `fsspec_storage_options`; the result holds secrets: never log it.
+    """
+    import pyarrow.fs as pafs
+
+    scheme = _scheme(artifact_store)
+    options = fsspec_storage_options(artifact_store)
+    if scheme == "s3":
+        client_kwargs = options.get("client_kwargs") or {}
+        endpoint = client_kwargs.get("endpoint_url")
+        kwargs: Dict[str, Any] = {
+            "access_key": options.get("key"),
+            "secret_key": options.get("secret"),
+            "session_token": options.get("token"),
+            "region": client_kwargs.get("region_name") or "us-east-1",
+        }
+        if endpoint:
+            url = urlsplit(endpoint)
+            kwargs.update(endpoint_override=url.netloc, scheme=url.scheme or "https")
+        return pafs.S3FileSystem(**{k: v for k, v in kwargs.items() if v is not None}), "s3"
+    if scheme == "gs":
+        kwargs = {}
+        endpoint = options.get("endpoint_url")
+        if endpoint:
+            url = urlsplit(endpoint)
+            kwargs.update(endpoint_override=url.netloc, scheme=url.scheme or "https")
+        token = options.get("token")
+        if token == "anon":
+            kwargs["anonymous"] = True
+        elif token is not None:
+            credentials = _google_credentials(token)
+            kwargs.update(access_token=credentials.token, credential_token_expiration=credentials.expiry)
+        return pafs.GcsFileSystem(**kwargs), "gs"
+    return None, None
+
+
+def _google_credentials(token: Any) -> Any:
+    """Fresh google-auth credentials from a service-account dict or a Credentials object."""
+    import google.auth.transport.requests
+
+    if isinstance(token, dict):
+        from google.oauth2 import service_account
+
+        token = service_account.Credentials.from_service_account_info(
+            token, scopes=["https://www.googleapis.com/auth/devstorage.read_write"]
+        )
+    if not token.valid:
+        token.refresh(google.auth.transport.requests.Request())
+    return token
 
 
 def redact_conf(conf: Mapping[str, Any]) -> Dict[str, Any]:

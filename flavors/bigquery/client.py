@@ -28,7 +28,7 @@ from google.cloud import bigquery
 from zenml.logger import get_logger
 
 from flavors.bigquery import names
-from flavors.bigquery.flavor import is_loopback_host
+from flavors.addresses import is_loopback_host
 from flavors.engine import EngineError
 from flavors.sizes import format_bytes
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import TYPE_CHECKING, Any, Dict, Literal, Optional, Type
 from urllib.parse import urlsplit
 
@@ -10,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from zenml.models import ServiceConnectorRequirements
 from zenml.utils.secret_utils import SecretField
 
+from flavors.addresses import is_loopback_host
 from flavors.bigquery import names
 from flavors.engine import BaseEngineConfig, BaseEngineFlavor, BaseEngineSettings
 from flavors.sizes import parse_bytes
@@ -19,17 +19,6 @@ if TYPE_CHECKING:
 
 GOOGLE_ENDPOINT = "https://bigquery.googleapis.com"
 Reproducibility = Literal["time_travel", "snapshot", "none"]
-
-
-def is_loopback_host(host: Optional[str]) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class BigQueryEngineSettings(BaseEngineSettings):

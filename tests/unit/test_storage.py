@@ -38,6 +38,13 @@ SERVICE_ACCOUNT = {
 }
 
 
+@pytest.fixture(autouse=True)
+def no_gcs_emulator(monkeypatch):
+    """The session's GCS emulator fixture sets STORAGE_EMULATOR_HOST; these cases set it
+    themselves where they mean to."""
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+
+
 class FakeStore:
     """Minimal duck-typed artifact store (no `_build_filesystem_kwargs`)."""
 
@@ -312,3 +319,38 @@ def test_real_zenml_gcp_artifact_store_with_secret(monkeypatch):
     assert conf["spark.hadoop.fs.gs.auth.service.account.email"] == SERVICE_ACCOUNT["client_email"]
     assert conf["spark.hadoop.fs.gs.auth.service.account.private.key"] == SERVICE_ACCOUNT["private_key"]
     assert fsspec_storage_options(store) == {"token": SERVICE_ACCOUNT}
+
+
+# --- pyarrow filesystems (Ray Data) ----------------------------------------------
+
+
+def _reconstruction_args(filesystem):
+    return filesystem.__reduce__()[1][0]
+
+
+def test_pyarrow_s3_filesystem_carries_keys_and_path_style_endpoint():
+    from flavors.storage import pyarrow_filesystem
+
+    store = s3_store("AKIAFAKE", "s3cr3t", client_kwargs={"endpoint_url": "http://127.0.0.1:9000"})
+    filesystem, scheme = pyarrow_filesystem(store)
+    args = _reconstruction_args(filesystem)
+    assert scheme == "s3" and type(filesystem).__name__ == "S3FileSystem"
+    assert (args["access_key"], args["secret_key"]) == ("AKIAFAKE", "s3cr3t")
+    assert (args["endpoint_override"], args["scheme"]) == ("127.0.0.1:9000", "http")
+    assert args["force_virtual_addressing"] is False
+
+
+def test_pyarrow_gcs_filesystem_for_a_loopback_emulator_is_anonymous(monkeypatch):
+    from flavors.storage import pyarrow_filesystem
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:4443")
+    filesystem, scheme = pyarrow_filesystem(FakeStore("gs://bucket/root", "gcp", None))
+    args = _reconstruction_args(filesystem)
+    assert scheme == "gs" and args["anonymous"] is True
+    assert (args["endpoint_override"], args["scheme"]) == ("127.0.0.1:4443", "http")
+
+
+def test_pyarrow_filesystem_is_none_for_local_stores():
+    from flavors.storage import pyarrow_filesystem
+
+    assert pyarrow_filesystem(FakeStore("/tmp/store", "local")) == (None, None)
