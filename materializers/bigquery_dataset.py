@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import posixpath
-import sys
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -90,16 +89,15 @@ class BigQueryDataset:
         return self.table_id
 
 
+# Annotations that get the table's rows (readers.kind_of names them).
+_ROW_KINDS = ("pandas", "arrow", "dask")
+
+
 def _row_kind(data_type: Any) -> Optional[str]:
-    """'pandas', 'arrow' or 'dask' for the row types a step may annotate; else None."""
-    if not isinstance(data_type, type):
-        return None
-    candidates = (("pandas", "DataFrame", "pandas"), ("pyarrow", "Table", "arrow"), ("dask.dataframe", "DataFrame", "dask"))
-    for module_name, attribute, kind in candidates:
-        module = sys.modules.get(module_name)  # an annotation's module is already imported
-        if module is not None and issubclass(data_type, getattr(module, attribute)):
-            return kind
-    return None
+    from materializers.readers import kind_of
+
+    kind = kind_of(data_type)
+    return kind if kind in _ROW_KINDS else None
 
 
 def _engine() -> Any:

@@ -2,9 +2,10 @@
 
 `save` runs `Dataset.write_parquet` straight into the artifact's `data/` directory (each
 write task writes its own part file; nothing is collected on the driver), then commits
-the manifest from the parquet footers. `load` returns a lazy `ray.data.read_parquet` of
-the manifest's files on the step's Ray, so any engine's dataset artifact loads as a
-`ray.data.Dataset`.
+the manifest from the parquet footers. `read` (what a step annotated `ray.data.Dataset`
+gets, whoever wrote the artifact) is a lazy `ray.data.read_parquet` of the manifest's
+files on the step's Ray. On an object store both go through the artifact store's fsspec
+filesystem, credentials and endpoint included.
 """
 
 from __future__ import annotations
@@ -55,15 +56,14 @@ def _client_mode() -> bool:
 
 
 def _target(artifact_store: Any, path: str) -> Tuple[str, Optional[Any]]:
-    """The path and (for object stores) fsspec filesystem Ray's workers write/read with."""
-    from flavors.storage import fsspec_storage_options
+    """The path and (for object stores) the pyarrow filesystem Ray's workers use, built
+    from the artifact store's credentials and endpoint; the path is then scheme-less."""
+    from flavors.storage import pyarrow_filesystem
 
-    if "://" not in path or path.startswith("file://"):
+    filesystem, scheme = pyarrow_filesystem(artifact_store)
+    if filesystem is None or not path.startswith(f"{scheme}://"):
         return path, None
-    import fsspec
-
-    protocol = path.split("://", 1)[0]
-    return path, fsspec.filesystem(protocol, **fsspec_storage_options(artifact_store))
+    return path.split("://", 1)[1], filesystem
 
 
 def _by_value() -> Tuple[Any, Any]:
@@ -73,7 +73,13 @@ def _by_value() -> Tuple[Any, Any]:
     def write(ds: Any, path: str, filesystem: Any, filenames: Dict[str, str]) -> None:
         from ray.data.datasource.filename_provider import FilenameProvider
 
-        ds.write_parquet(path, filesystem=filesystem, filename_provider=FilenameProvider(**filenames))
+        # Object stores have no directories: no write task needs to create a marker.
+        ds.write_parquet(
+            path,
+            filesystem=filesystem,
+            filename_provider=FilenameProvider(**filenames),
+            try_create_dir=filesystem is None,
+        )
 
     def read(paths: Any, filesystem: Any) -> Any:
         import ray.data
@@ -94,43 +100,40 @@ def _on_cluster(function: Any, *args: Any) -> Any:
     return ray.get(ray.remote(num_cpus=0)(function).remote(*args))
 
 
+def read(store: Any, uri: str, manifest: dataset.Manifest) -> Dataset:
+    """The dataset at `uri` as a lazy Ray Dataset, read by Ray's workers."""
+    _ensure_ray()
+    files = [posixpath.join(dataset.data_dir(uri), f.path) for f in manifest.files]
+    if not files:
+        return ray.data.from_arrow(manifest.arrow().empty_table())
+    targets = [_target(store, path) for path in files]
+    return _on_cluster(_read, [path for path, _ in targets], targets[0][1])
+
+
 class RayDatasetMaterializer(dataset.DatasetMaterializer):
     """Writes `ray.data.Dataset`s with `write_parquet` from Ray's workers, then a manifest."""
 
     ASSOCIATED_TYPES: ClassVar[Tuple[Type[Any], ...]] = (Dataset,)
-
-    def load(self, data_type: Type[Any]) -> Dataset:
-        manifest = dataset.read_manifest(self.artifact_store, self.uri)
-        _ensure_ray()
-        directory = dataset.data_dir(self.uri)
-        paths = self.data_files(manifest)
-        if not paths:
-            return ray.data.from_items([])
-        path, filesystem = _target(self.artifact_store, directory)
-        return _on_cluster(_read, paths, filesystem)
 
     def save(self, data: Dataset) -> None:
         _ensure_ray()
         directory = dataset.data_dir(self.uri)
         path, filesystem = _target(self.artifact_store, directory)
         _on_cluster(_write, data, path, filesystem, _FILENAMES)
-        if not self.artifact_store.exists(directory):
-            # An empty dataset writes no file: keep its schema in an empty part file.
-            self.artifact_store.makedirs(directory)
-            self._write_empty(data, directory)
-        self._manifest = dataset.commit(
-            self.artifact_store, self.uri, engine="ray", engine_version=ray.__version__
+        schema = _arrow_schema(data)
+        via = f"ray tasks (pyarrow{', ' + type(filesystem).__name__ if filesystem is not None else ''})"
+        dataset.commit(
+            self.artifact_store, self.uri, engine="ray", engine_version=ray.__version__, written_via=via, schema=schema
         )
 
-    def _write_empty(self, data: Dataset, directory: str) -> None:
-        import pyarrow.parquet as pq
 
-        try:
-            schema = data.schema(fetch_if_missing=False)
-        except Exception:
-            schema = None
-        arrow_schema = getattr(schema, "base_schema", None)
-        if arrow_schema is None or not hasattr(arrow_schema, "empty_table"):
-            return
-        with self.artifact_store.open(posixpath.join(directory, "part-empty.parquet"), "wb") as handle:
-            pq.write_table(arrow_schema.empty_table(), handle)
+def _arrow_schema(data: Dataset) -> Optional[Any]:
+    """The Dataset's Arrow schema if Ray knows it without executing anything."""
+    import pyarrow as pa
+
+    try:
+        schema = data.schema(fetch_if_missing=False)
+    except Exception:
+        return None
+    base = getattr(schema, "base_schema", None)
+    return base if isinstance(base, pa.Schema) else None
