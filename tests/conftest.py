@@ -15,6 +15,11 @@ os.environ["ZENML_ANALYTICS_OPT_IN"] = "false"
 os.environ["ZENML_ENABLE_RICH_TRACEBACK"] = "false"
 os.environ["AUTO_OPEN_DASHBOARD"] = "false"
 os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"  # every Spark socket on loopback
+# Google's auth libraries probe a cloud metadata server (169.254.169.254) when nothing else
+# gives credentials; never from these tests. gcsfs would stall 60 s per new bucket on an
+# emulator probing for hierarchical namespaces.
+os.environ["NO_GCE_CHECK"] = "true"
+os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 
 import pytest  # noqa: E402
 
@@ -92,3 +97,23 @@ def bq_emulator():
     yield emulator, proxy
     proxy.stop()
     emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1, once per session."""
+    from tests.support.object_stores import S3Server
+
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    """fake-gcs-server on 127.0.0.1, once per session."""
+    from tests.support.object_stores import GCSServer
+
+    server = GCSServer()
+    yield server
+    server.stop()

@@ -31,9 +31,9 @@ def setup() -> Any:
     return client
 
 
-def activate_engine_stack(flavor: str, config: Dict[str, Any], connector_id: Any = None) -> Any:
-    """Register an engine component with `config` (linked to a service connector if given),
-    put it on a fresh stack and activate it."""
+def register_engine_stack(flavor: str, config: Dict[str, Any], connector_id: Any = None) -> Any:
+    """Register an engine component with `config` (linked to a service connector if given)
+    on a fresh stack with the default orchestrator and artifact store; returns the stack."""
     from zenml.client import Client
     from zenml.enums import StackComponentType
 
@@ -44,7 +44,7 @@ def activate_engine_stack(flavor: str, config: Dict[str, Any], connector_id: Any
     )
     if connector_id is not None:
         client.update_stack_component(name, StackComponentType.FEATURE_STORE, connector_id=connector_id)
-    client.create_stack(
+    return client.create_stack(
         name=name,
         components={
             StackComponentType.ORCHESTRATOR: "default",
@@ -52,7 +52,14 @@ def activate_engine_stack(flavor: str, config: Dict[str, Any], connector_id: Any
             StackComponentType.FEATURE_STORE: name,
         },
     )
-    client.activate_stack(name)
+
+
+def activate_engine_stack(flavor: str, config: Dict[str, Any], connector_id: Any = None) -> Any:
+    """`register_engine_stack`, then activate it; returns the active stack."""
+    from zenml.client import Client
+
+    client = Client()
+    client.activate_stack(register_engine_stack(flavor, config, connector_id).id)
     return client.active_stack
 
 

@@ -1,0 +1,294 @@
+"""The dataset format across engines and stores: any writer to any reader, S3 and GCS,
+atomic commits, and ZenML's materializer contract.
+
+Pipelines run in processes of their own (tests/integration/dataset_pipelines.py), one
+engine each, on stacks this module registers in the session's ZenML store: a Spark
+`local[2]`, a Dask cluster of threads and a one-CPU Ray, all owned and on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pyarrow as pa
+import pytest
+
+from tests.support import zenml_env
+from tests.support.object_stores import S3_SECRET, activate_store_stack
+from tests.support.ray_cluster import AUTH_ENV
+
+ROOT = Path(zenml_env.ROOT_DIR)
+ENGINES = {
+    "spark": {"master": "local[2]", "ui_enabled": False},
+    "dask": {"processes": False, "n_workers": 1, "threads_per_worker": 2},
+    "ray": {"num_cpus": 1, "object_store_memory": "100MB", "startup_timeout_s": 60},
+}
+KINDS = ("spark", "dask", "ray", "arrow", "pandas")
+# Which engine's stack each writer and reader runs on (Arrow and pandas need none).
+HOME = {"spark": "spark", "dask": "dask", "ray": "ray", "arrow": "dask", "pandas": "dask"}
+
+
+def run_pipeline(name: str, stack_id: Any, log: Path, timeout: float = 300, **kwargs: Any) -> Any:
+    """Run a pipeline of dataset_pipelines.py in a fresh process on the stack `stack_id`."""
+    from zenml.client import Client
+
+    env = {**os.environ, **AUTH_ENV, "ZENML_ACTIVE_STACK_ID": str(stack_id)}
+    command = [sys.executable, "-m", "tests.integration.dataset_pipelines", name, json.dumps(kwargs)]
+    with open(log, "wb") as handle:
+        result = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, timeout=timeout)
+    output = log.read_text(errors="replace")
+    assert result.returncode == 0, output[-4000:]
+    run_id = next(line.split()[1] for line in output.splitlines() if line.startswith("RUN_ID "))
+    return Client().get_pipeline_run(run_id)
+
+
+@pytest.fixture(scope="module")
+def engine_stacks(zen) -> Dict[str, Any]:
+    return {engine: zenml_env.register_engine_stack(engine, config).id for engine, config in ENGINES.items()}
+
+
+@pytest.mark.slow
+def test_every_writer_loads_as_every_type(engine_stacks, tmp_path):
+    from tests.integration.dataset_pipelines import canonical, types_table
+
+    artifact_ids: Dict[str, str] = {}
+    for engine in ("spark", "dask", "ray"):
+        writers = [w for w in KINDS if HOME[w] == engine]
+        run = run_pipeline("write_with", engine_stacks[engine], tmp_path / f"write-{engine}.log", writers=writers)
+        for writer in writers:
+            artifact = run.steps[f"write_{writer}"].outputs[writer][0]
+            artifact_ids[writer] = str(artifact.id)
+            assert artifact.run_metadata["num_rows"] == 3 and artifact.run_metadata["num_columns"] == 10
+
+    expected = canonical(types_table())
+    for reader in KINDS:
+        run = run_pipeline("read_as", engine_stacks[HOME[reader]], tmp_path / f"read-{reader}.log", kind=reader,
+                           artifact_ids=artifact_ids)
+        for writer in KINDS:
+            got = run.steps[f"{writer}_as_{reader}"].outputs["read"][0].load()
+            assert got["rows"] == expected, f"{writer} -> {reader}"
+    # The engines of every run were stopped with it.
+    assert zenml_env.java_children(settle_s=10) == []
+
+
+def test_manifest_schema_is_engine_neutral():
+    from materializers.dataset import neutral_schema
+
+    written_by_dask = pa.schema(
+        [("s", pa.large_string()), ("l", pa.large_list(pa.large_string())), ("m", pa.struct([("b", pa.large_binary())]))]
+    )
+    assert str(neutral_schema(written_by_dask)) == str(
+        pa.schema([("s", pa.string()), ("l", pa.list_(pa.field("item", pa.string()))), ("m", pa.struct([("b", pa.binary())]))])
+    )
+
+
+# ---- object stores ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ["spark", "dask", "ray"])
+@pytest.mark.parametrize("store", ["s3", "gcs"])
+def test_engines_save_and_load_on_object_stores(store, engine, request, tmp_path, zen):
+    from zenml.client import Client
+
+    from materializers import dataset
+
+    server = request.getfixturevalue(f"{store}_server")
+    stack = activate_store_stack(store, server, engine, ENGINES[engine])
+    n = 1000
+    run = run_pipeline("round_trip", stack.id, tmp_path / "run.log", engine=engine, n=n)
+    assert run.steps[f"sum_{engine}"].outputs["summary"][0].load() == {"rows": n, "x": sum(i * 0.5 for i in range(n))}
+
+    artifact = run.steps[f"make_{engine}"].outputs["frame"][0]
+    prefix = "s3://" if store == "s3" else "gs://"
+    assert artifact.uri.startswith(prefix)
+    manifest = dataset.read_manifest(Client().active_stack.artifact_store, artifact.uri)
+    assert manifest.num_rows == n and manifest.files
+    assert [c["name"] for c in manifest.schema] == ["id", "k", "x"]
+    meta = artifact.run_metadata
+    assert meta["num_rows"] == n and meta["num_files"] == len(manifest.files)
+    if engine == "spark":  # no Hadoop connector jar here: the executors wrote with pyarrow + fsspec
+        assert meta["written_via"] == "spark executors (pyarrow + fsspec)"
+    assert artifact.visualizations
+    if store == "s3":
+        bucket, _, key = artifact.uri[len(prefix):].partition("/")
+        keys = server.keys(bucket, key)
+        assert f"{key}/_manifest.json" in keys and f"{key}/preview.html" in keys
+        assert sum(k.startswith(f"{key}/data/") and k.endswith(".parquet") for k in keys) == len(manifest.files)
+    # The store's key came from a ZenML secret; it shows up nowhere the run wrote.
+    assert S3_SECRET not in (tmp_path / "run.log").read_text(errors="replace")
+    assert S3_SECRET not in json.dumps(run.steps[f"make_{engine}"].run_metadata, default=str)
+    assert zenml_env.java_children(settle_s=10) == []
+
+
+# ---- atomicity ---------------------------------------------------------------------------------
+
+
+def _part_files_appear(store: Any, root: str, timeout: float) -> List[str]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = [path for path in _walk(store, root) if "/data/part" in path]
+        if found:
+            return found
+        time.sleep(0.1)
+    return []
+
+
+def _walk(store: Any, root: str) -> List[str]:
+    return [f"{directory}/{name}" for directory, _, names in store.walk(root) for name in names]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["local", "s3"])
+def test_a_save_killed_midway_never_loads_as_complete(store, request, tmp_path, zen):
+    import pandas as pd
+    from zenml.client import Client
+
+    from materializers import dataset
+    from materializers.dask_dataframe import DaskDataFrameMaterializer
+
+    if store == "local":
+        stack = zenml_env.activate_engine_stack("dask", ENGINES["dask"])
+    else:
+        stack = activate_store_stack("s3", request.getfixturevalue("s3_server"), "dask", ENGINES["dask"])
+    artifact_store = Client().active_stack.artifact_store
+    root = f"{artifact_store.path}/slow_frame"
+    env = {**os.environ, "ZENML_ACTIVE_STACK_ID": str(stack.id)}
+    code = "from tests.integration.slow_pipelines import slow_save_pipeline\nslow_save_pipeline()\n"
+    with open(tmp_path / "killed.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        parts = _part_files_appear(artifact_store, root, timeout=120)
+        assert parts, (tmp_path / "killed.log").read_text()[-3000:]
+        proc.send_signal(signal.SIGKILL)  # what the OOM killer does: no handler runs
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    uri = parts[0].split("/data/")[0]
+    with pytest.raises(dataset.IncompleteDatasetError, match="incomplete dataset artifact"):
+        DaskDataFrameMaterializer(uri, artifact_store=artifact_store).load(pd.DataFrame)
+
+    rerun = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout[-3000:]
+    latest = Client().get_pipeline("slow_save_pipeline").last_run
+    complete = latest.steps["slow_frame"].outputs["frame"][0]
+    assert latest.status.value == "completed"
+    assert dataset.read_manifest(artifact_store, complete.uri).num_rows == 12
+
+
+# ---- ZenML's materializer contract --------------------------------------------------------------
+
+
+def check_materializer_contract(materializer_class: Any, data: Any, data_type: Any, store: Any) -> Any:
+    """What ZenML's own materializer test helper checks, on *fresh* instances (as ZenML
+    uses them), plus the content hash and which files the load opens on this process."""
+    from zenml.enums import VisualizationType
+    from zenml.metadata.metadata_types import MetadataTypeTuple
+
+    from materializers import dataset
+
+    uri = f"{store.path}/contract-{uuid.uuid4().hex[:8]}"
+    store.makedirs(uri)
+    before = set(store.listdir(uri))
+    materializer_class(uri, artifact_store=store).save(data)
+    assert set(store.listdir(uri)) - before, "save() wrote nothing"
+
+    visualizations = materializer_class(uri, artifact_store=store).save_visualizations(data)
+    assert visualizations and all(
+        isinstance(path, str) and "\\" not in path and value == VisualizationType.HTML and store.exists(path)
+        for path, value in visualizations.items()
+    )
+    metadata = materializer_class(uri, artifact_store=store).extract_full_metadata(data)
+    assert metadata["num_rows"] >= 0 and all(isinstance(v, MetadataTypeTuple) for v in metadata.values())
+    content_hash = materializer_class(uri, artifact_store=store).compute_content_hash(data)
+    assert content_hash and content_hash == materializer_class(uri, artifact_store=store).compute_content_hash(data)
+
+    loader = materializer_class(uri, artifact_store=store)
+    loader.expected_content_hash = content_hash
+    opened: List[str] = []
+    real_open = store.open
+
+    def recording_open(path: str, mode: str = "r") -> Any:
+        opened.append(str(path))
+        return real_open(path, mode)
+
+    store.open = recording_open  # the store is this test's instance; restored below
+    try:
+        loaded = loader.load(data_type)
+    finally:
+        del store.open
+    assert isinstance(loaded, data_type)
+
+    # A manifest changed after the save no longer matches the hash ZenML recorded.
+    changed = materializer_class(uri, artifact_store=store)
+    changed.expected_content_hash = "0" * 64
+    with pytest.raises(dataset.DatasetChangedError):
+        changed.load(data_type)
+    return loaded, opened
+
+
+def test_materializer_contract_spark_dask_arrow_pandas(zen, spark_stack):
+    import dask.dataframe as dd
+    import pandas as pd
+    from pyspark.sql import DataFrame
+    from zenml.client import Client
+
+    from flavors import spark_session
+    from materializers.arrow_table import ArrowTableMaterializer, PandasDatasetMaterializer
+    from materializers.dask_dataframe import DaskDataFrameMaterializer
+    from materializers.spark_dataframe import SparkDataFrameMaterializer
+
+    spark_stack(master="local[2]", ui_enabled=False)
+    store = Client().active_stack.artifact_store
+    frame = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", None]})
+    cases = [
+        (SparkDataFrameMaterializer, spark_session().createDataFrame(frame), DataFrame, True),
+        (DaskDataFrameMaterializer, dd.from_pandas(frame, npartitions=2), dd.DataFrame, True),
+        (ArrowTableMaterializer, pa.Table.from_pandas(frame), pa.Table, False),
+        (PandasDatasetMaterializer, frame, pd.DataFrame, False),
+    ]
+    for materializer_class, data, data_type, on_workers in cases:
+        loaded, opened = check_materializer_contract(materializer_class, data, data_type, store)
+        if on_workers:  # this process read the manifest only; the engine reads the parts
+            assert all(path.endswith("_manifest.json") for path in opened), (materializer_class, opened)
+        rows = loaded.toArrow() if isinstance(loaded, DataFrame) else loaded
+        rows = rows.compute() if isinstance(rows, dd.DataFrame) else rows
+        assert len(rows) == 3
+
+
+def test_spark_names_the_column_it_cannot_represent(zen, spark_stack):
+    import decimal
+
+    from pyspark.sql import DataFrame
+    from zenml.client import Client
+
+    from materializers.arrow_table import ArrowTableMaterializer
+
+    spark_stack(master="local[2]", ui_enabled=False)
+    store = Client().active_stack.artifact_store
+    uri = f"{store.path}/wide-decimal-{uuid.uuid4().hex[:8]}"
+    table = pa.table({"ok": [1], "huge": pa.array([decimal.Decimal("1.5")], pa.decimal256(40, 1))})
+    ArrowTableMaterializer(uri, artifact_store=store).save(table)
+    with pytest.raises(TypeError, match=r"Column 'huge' has type decimal256\(40, 1\), which Spark cannot represent"):
+        ArrowTableMaterializer(uri, artifact_store=store).load(DataFrame)
+    # Other engines read it as it is.
+    assert ArrowTableMaterializer(uri, artifact_store=store).load(pa.Table).equals(table)
+
+
+def test_a_type_outside_the_matrix_is_refused_clearly(zen):
+    from zenml.client import Client
+
+    from materializers.arrow_table import ArrowTableMaterializer
+
+    store = Client().active_stack.artifact_store
+    materializer = ArrowTableMaterializer(f"{store.path}/x", artifact_store=store)
+    with pytest.raises(TypeError, match="loads as pyspark.sql.DataFrame, dask.dataframe.DataFrame, ray.data.Dataset"):
+        materializer.validate_load_type_compatibility(dict)
