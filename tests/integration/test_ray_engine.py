@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from flavors import compute_engine
 from tests.support import zenml_env
 from tests.support.ports import free_port
 from tests.support.ray_cluster import (
@@ -136,6 +137,26 @@ def _store():
     from zenml.client import Client
 
     return Client().active_stack.artifact_store
+
+
+def test_materializer_contract_and_materialized_datasets(ray_stack):
+    """ZenML's materializer checks on fresh instances; a `MaterializedDataset` (what
+    `from_items` and `.materialize()` return) loads back as one."""
+    from ray.data.dataset import MaterializedDataset
+
+    from materializers.ray_dataset import RayDatasetMaterializer
+    from tests.support.contract import check_materializer_contract
+
+    ray_stack(**SMALL)
+    compute_engine("ray").session()  # our engine, not Ray's auto-init (which we would adopt)
+    data = ray.data.from_items([{"a": i, "b": str(i)} for i in range(5)])
+    assert isinstance(data, MaterializedDataset)
+    loaded, opened = check_materializer_contract(RayDatasetMaterializer, data, MaterializedDataset, _store())
+    assert sorted(r["a"] for r in loaded.take_all()) == list(range(5))
+    assert all(path.endswith("_manifest.json") for path in opened), opened  # Ray's workers read the parts
+    zenml_env.teardown_engines()
+    assert not ray.is_initialized()
+    assert_no_ray_left()
 
 
 def test_dataset_artifact_loads_outside_a_step(ray_stack):
