@@ -81,6 +81,9 @@ def isolated_env(home: Path) -> Dict[str, str]:
         "SPARK_SUBMIT_OPTS": f"-Djava.io.tmpdir={tmp}",  # the driver JVM's own temp files
         "TMPDIR": str(tmp),  # PySpark's gateway handshake files, Python temp files
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+        # Sessions built by hand start Python workers with PYSPARK_PYTHON (default: `python3`
+        # on PATH, possibly another environment).
+        "PYSPARK_PYTHON": sys.executable,
     }
 
 

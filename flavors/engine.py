@@ -466,6 +466,7 @@ ENGINE_MATERIALIZERS = {
     "pyspark.sql": "materializers.spark_dataframe",
     "dask.dataframe": "materializers.dask_dataframe",
     "ray.data": "materializers.ray_dataset",
+    "pyarrow": "materializers.arrow_table",
 }
 
 

@@ -68,6 +68,20 @@ def _missing_connector(error: BaseException) -> bool:
     return any(marker in str(error) for marker in _NO_CONNECTOR)
 
 
+def _tell_the_step(key: str, via: str) -> None:
+    """Record on the running step (if any) which way Spark moved a dataset's files."""
+    from zenml.steps.step_context import StepContext
+
+    if StepContext.get() is None:
+        return
+    from zenml import log_metadata
+
+    try:
+        log_metadata(metadata={key: via})
+    except Exception as e:  # metadata is a courtesy; the data moved all the same
+        logger.debug("Could not record %s on the step: %s", key, e)
+
+
 # ---- writing --------------------------------------------------------------------------------
 
 
@@ -91,7 +105,9 @@ def write(df: "DataFrame", store: "BaseArtifactStore", uri: str) -> "dataset.Man
             logger.info("Spark has no Hadoop connector for %s://; its executors write with pyarrow + fsspec.", scheme)
             via = _write_with_python(df, store, directory)
     schema = _arrow_schema(df)
-    return dataset.commit(store, uri, engine="spark", engine_version=session.version, written_via=via, schema=schema)
+    manifest = dataset.commit(store, uri, engine="spark", engine_version=session.version, written_via=via, schema=schema)
+    _tell_the_step("dataset_written_via", via)
+    return manifest
 
 
 def _arrow_schema(df: "DataFrame") -> "pyarrow.Schema":
@@ -160,12 +176,16 @@ def read(store: "BaseArtifactStore", uri: str, manifest: "dataset.Manifest") -> 
     nanoseconds = any(_has_nanoseconds(field.type) for field in manifest.arrow())
     if not nanoseconds and (scheme == "file" or (id(session), scheme) not in _WITHOUT_CONNECTOR):
         try:
-            return session.read.schema(spark_schema).parquet(*[spark_path(p) for p in files])
+            frame = session.read.schema(spark_schema).parquet(*[spark_path(p) for p in files])
         except Exception as e:
             if scheme == "file" or not _missing_connector(e):
                 raise
             _WITHOUT_CONNECTOR.add((id(session), scheme))
             logger.info("Spark has no Hadoop connector for %s://; its executors read with pyarrow + fsspec.", scheme)
+        else:
+            _tell_the_step("dataset_read_via", LOCAL if scheme == "file" else f"spark (hadoop {spark_path(uri).split('://')[0]})")
+            return frame
+    _tell_the_step("dataset_read_via", PYTHON)
     return _read_with_python(session, store, files, arrow_schema, spark_schema)
 
 

@@ -190,6 +190,16 @@ def sum_ray(frame: ray.data.Dataset) -> Annotated[Dict[str, float], "summary"]:
     return {"rows": frame.count(), "x": float(frame.sum("x"))}
 
 
+@step
+def count_spark(frame: SparkDataFrame) -> Annotated[int, "rows"]:
+    return frame.count()
+
+
+@pipeline(enable_cache=False)
+def count_in_spark(artifact_id: str) -> None:
+    count_spark(Client().get_artifact_version(UUID(artifact_id)))
+
+
 ROUND_TRIPS = {"spark": (make_spark, sum_spark), "dask": (make_dask, sum_dask), "ray": (make_ray, sum_ray)}
 
 

@@ -117,6 +117,12 @@ def test_engines_save_and_load_on_object_stores(store, engine, request, tmp_path
     assert meta["num_rows"] == n and meta["num_files"] == len(manifest.files)
     if engine == "spark":  # no Hadoop connector jar here: the executors wrote with pyarrow + fsspec
         assert meta["written_via"] == "spark executors (pyarrow + fsspec)"
+        assert run.steps["make_spark"].run_metadata["dataset_written_via"] == meta["written_via"]
+        assert run.steps["sum_spark"].run_metadata["dataset_read_via"] == "spark executors (pyarrow + fsspec)"
+        # A fresh process that never wrote finds out the same way when it reads.
+        reader = run_pipeline("count_in_spark", stack.id, tmp_path / "read.log", artifact_id=str(artifact.id))
+        assert reader.steps["count_spark"].outputs["rows"][0].load() == n
+        assert reader.steps["count_spark"].run_metadata["dataset_read_via"] == "spark executors (pyarrow + fsspec)"
     assert artifact.visualizations
     if store == "s3":
         bucket, _, key = artifact.uri[len(prefix):].partition("/")
