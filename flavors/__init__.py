@@ -5,6 +5,7 @@ libraries load only when a step first asks for its engine.
 """
 
 from flavors.bigquery.flavor import BigQueryEngineConfig, BigQueryEngineFlavor, BigQueryEngineSettings
+from flavors.bundle.flavor import EngineBundleConfig, EngineBundleFlavor, EngineBundleSettings
 from flavors.context import bigquery_client, compute_engine, dask_client, ray_runtime, spark_session
 from flavors.engine import (
     BaseEngine,
@@ -29,6 +30,9 @@ __all__ = [
     "DaskEngineConfig",
     "DaskEngineFlavor",
     "DaskEngineSettings",
+    "EngineBundleConfig",
+    "EngineBundleFlavor",
+    "EngineBundleSettings",
     "EngineError",
     "RayEngineConfig",
     "RayEngineFlavor",

@@ -41,7 +41,8 @@ def compute_engine(kind: Optional[str] = None) -> BaseEngine:
     """The engine component of the active stack, optionally checked to be of `kind`.
 
     Inside a step the orchestrator has activated the step's stack, so this is the
-    engine of the running step; `.session()` on it applies the step's settings.
+    engine of the running step; `.session()` on it applies the step's settings. With an
+    engine bundle (`--flavor=engines`) in the slot, it is the bundle's member of `kind`.
 
     Raises:
         EngineError: if the active stack has no engine (of that kind); the message
@@ -49,8 +50,17 @@ def compute_engine(kind: Optional[str] = None) -> BaseEngine:
     """
     from zenml.client import Client
 
+    from flavors.bundle.engine import EngineBundle
+
     stack = Client().active_stack
     component = stack.feature_store
+    if isinstance(component, EngineBundle):
+        if kind is None:
+            raise EngineError(
+                f"The active stack '{stack.name}' holds the engine bundle '{component.name}' "
+                f"({', '.join(sorted(component.members))}); name the kind: compute_engine('spark')."
+            )
+        return component.member(kind)
     if isinstance(component, BaseEngine) and kind in (None, component.kind):
         return component
     wanted = f"a {kind} engine" if kind else "a compute engine"

@@ -165,11 +165,32 @@ def _install_exit_handlers() -> None:
         signal.signal(signal.SIGTERM, _on_sigterm_factory(previous))
 
 
-class BaseEngine(BaseFeatureStore):
+class HostedInFeatureStoreSlot(BaseFeatureStore):
+    """What our components answer to BaseFeatureStore's abstract methods: they are compute
+    engines in the feature_store slot (DESIGN.md §2) and serve no features."""
+
+    kind: ClassVar[str] = "engine"
+
+    def get_historical_features(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(self._not_a_feature_store())
+
+    def get_online_features(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(self._not_a_feature_store())
+
+    def _not_a_feature_store(self) -> str:
+        return (
+            f"'{self.name}' is a {self.kind} compute engine hosted in ZenML's feature_store "
+            "slot; it serves no features. Use flavors.compute_engine() or the typed accessors."
+        )
+
+
+class BaseEngine(HostedInFeatureStoreSlot):
     """A compute engine as a stack component: lazy start, reuse, guaranteed teardown."""
 
     kind: ClassVar[str] = "engine"
     engine_settings_class: ClassVar[Type[BaseEngineSettings]] = BaseEngineSettings
+    # The engine bundle this component is a member of, if any (set by the bundle).
+    _bundle: Any = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -261,9 +282,7 @@ class BaseEngine(BaseFeatureStore):
         according to `reuse`, and applies the step's settings.
         """
         context = StepContext.get()
-        settings = (
-            self.get_settings(context.step_run) if context is not None else self.config
-        )
+        settings = self._step_settings(context.step_run) if context is not None else self.config
         with _LOCK:
             live = _LIVE.get(self.id)
             if live is not None:
@@ -288,6 +307,15 @@ class BaseEngine(BaseFeatureStore):
             if step_run_id not in live.step_views:
                 live.step_views[step_run_id] = self._step_view(live, settings)
             return live.step_views[step_run_id]
+
+    def _step_settings(self, step_run: Any) -> BaseEngineSettings:
+        """The component's config merged with the step's settings for it. A bundle member
+        takes, of the settings the step gave the bundle, the fields its own class defines."""
+        if self._bundle is None:
+            return self.get_settings(step_run)  # type: ignore[return-value]
+        fields = self.engine_settings_class.model_fields
+        mine = {k: v for k, v in self._bundle.step_overrides(step_run).items() if k in fields}
+        return self.settings_class.model_validate({**self.config.model_dump(exclude_unset=True), **mine})
 
     # ---- ZenML hooks ---------------------------------------------------------------
 
@@ -431,19 +459,6 @@ class BaseEngine(BaseFeatureStore):
             ) from outcome["error"]
         return outcome["handle"]
 
-    # ---- BaseFeatureStore's abstract methods ----------------------------------------
-
-    def get_historical_features(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError(self._not_a_feature_store())
-
-    def get_online_features(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError(self._not_a_feature_store())
-
-    def _not_a_feature_store(self) -> str:
-        return (
-            f"'{self.name}' is a {self.kind} compute engine hosted in ZenML's feature_store "
-            "slot; it serves no features. Use flavors.compute_engine() or the typed accessors."
-        )
 
 
 class BaseEngineFlavor(BaseFeatureStoreFlavor):

@@ -16,6 +16,7 @@ FLAVOR_SOURCES = {
     "dask": "flavors.DaskEngineFlavor",
     "ray": "flavors.RayEngineFlavor",
     "bigquery": "flavors.BigQueryEngineFlavor",
+    "engines": "flavors.EngineBundleFlavor",
 }
 
 

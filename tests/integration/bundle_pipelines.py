@@ -1,0 +1,34 @@
+"""Pipelines whose steps use two engines of one bundle (tests/integration/test_bundle.py)."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any, Dict
+
+import dask.dataframe as dd
+from pyspark.sql import DataFrame
+from zenml import pipeline, step
+
+from flavors import SparkEngineSettings, dask_client, spark_session
+
+
+@step
+def spark_numbers(n: int) -> Annotated[DataFrame, "numbers"]:
+    return spark_session().range(n).selectExpr("id", "id % 3 AS k")
+
+
+@step
+def dask_total(numbers: dd.DataFrame) -> Annotated[Dict[str, Any], "total"]:
+    client = dask_client()
+    return {"sum": int(client.compute(numbers.id.sum()).result()), "driver": os.getpid()}
+
+
+@step(settings={"feature_store": SparkEngineSettings(conf={"spark.sql.shuffle.partitions": 3})})
+def spark_with_settings() -> Annotated[int, "partitions"]:
+    return int(spark_session().conf.get("spark.sql.shuffle.partitions"))
+
+
+@pipeline(enable_cache=False)
+def two_engines(n: int = 100) -> None:
+    dask_total(spark_numbers(n))
+    spark_with_settings(after="dask_total")
