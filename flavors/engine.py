@@ -19,7 +19,7 @@ import threading
 import time
 from abc import abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Literal, Optional, Set, Type
+from typing import Any, ClassVar, Dict, List, Literal, Optional, Set, Tuple, Type
 from uuid import UUID
 
 from pydantic import Field
@@ -191,6 +191,10 @@ class BaseEngine(HostedInFeatureStoreSlot):
     engine_settings_class: ClassVar[Type[BaseEngineSettings]] = BaseEngineSettings
     # The engine bundle this component is a member of, if any (set by the bundle).
     _bundle: Any = None
+    # What the engine's steps need where they run (a remote orchestrator's image): the
+    # pip extra of this package for the engine, and system packages.
+    pip_extra: ClassVar[str] = ""
+    system_packages: ClassVar[Tuple[str, ...]] = ()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -211,6 +215,19 @@ class BaseEngine(HostedInFeatureStoreSlot):
     @property
     def config(self) -> BaseEngineConfig:
         return self._config  # type: ignore[return-value]
+
+    @property
+    def requirements(self) -> Set[str]:
+        """pip requirements of the engine's steps: ZenML installs them in the image of a
+        remote orchestrator (the pins of this package's extra for the engine)."""
+        from flavors.requirements import extra_requirements
+
+        return set(extra_requirements(self.pip_extra))
+
+    @property
+    def apt_packages(self) -> List[str]:
+        """System packages of the engine's steps (Java for Spark)."""
+        return list(self.system_packages)
 
     @property
     def address(self) -> Optional[str]:

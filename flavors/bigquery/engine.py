@@ -48,6 +48,7 @@ class BigQueryEngine(BaseEngine):
     """BigQuery as a compute engine: hands steps a `google.cloud.bigquery.Client`."""
 
     kind = "bigquery"
+    pip_extra = "bigquery"
     engine_settings_class = BigQueryEngineSettings
 
     @property

@@ -7,7 +7,7 @@ Members are the registered components the config names, loaded once per bundle i
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from zenml.stack.stack_validator import StackValidator
 
@@ -104,6 +104,15 @@ class EngineBundle(HostedInFeatureStoreSlot):
             return (not problems, f"Engine bundle '{self.name}': {'; '.join(problems)}.")
 
         return StackValidator(custom_validation_function=members_are_valid)
+
+    @property
+    def requirements(self) -> Set[str]:
+        """Every member's pip requirements (a remote orchestrator's image needs them all)."""
+        return set().union(*(member.requirements for member in self.members.values()))
+
+    @property
+    def apt_packages(self) -> List[str]:
+        return sorted({package for member in self.members.values() for package in member.apt_packages})
 
     # ---- ZenML hooks, delegated ------------------------------------------------------------
 

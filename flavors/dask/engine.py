@@ -128,6 +128,7 @@ class DaskEngine(BaseEngine):
     """Owns a loopback `LocalCluster` or attaches to a Dask scheduler; hands steps a `Client`."""
 
     kind = "dask"
+    pip_extra = "dask"
     engine_settings_class = DaskEngineSettings
 
     @property

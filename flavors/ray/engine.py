@@ -220,6 +220,7 @@ class RayEngine(BaseEngine):
     """Owns a local Ray (`ray.init` on 127.0.0.1) or attaches to a Ray cluster."""
 
     kind = "ray"
+    pip_extra = "ray"
     engine_settings_class = RayEngineSettings
 
     _attempt: Optional[_Attempt] = None

@@ -96,6 +96,8 @@ class SparkEngine(BaseEngine):
     """Owns a `local[*]` SparkSession or attaches to a Spark cluster."""
 
     kind = "spark"
+    pip_extra = "spark"
+    system_packages = ("openjdk-17-jre-headless",)  # the driver and executors are JVMs
     engine_settings_class = SparkEngineSettings
 
     @property

@@ -1,0 +1,47 @@
+"""What an engine's steps need installed where they run: the pip requirements of the
+engine's extra of this package (exactly the pins of pyproject.toml) and system packages.
+
+ZenML builds a remote orchestrator's image from `component.requirements` and
+`component.apt_packages`; the engine components report these.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import FrozenSet, List
+
+DISTRIBUTION = "zenml-compute-engines"
+
+
+@lru_cache(maxsize=None)
+def extra_requirements(extra: str) -> FrozenSet[str]:
+    """Our base dependencies (but ZenML, which the image has) and what our `extra` adds:
+    from pyproject.toml in a source tree (an editable install's metadata can be older
+    than it), else from the installed package's metadata."""
+    from packaging.requirements import Requirement
+
+    found = set()
+    for line in _declared():
+        requirement = Requirement(line)
+        if requirement.name in (DISTRIBUTION, "zenml"):
+            continue  # `all` and `test` name other extras; each engine asks for its own
+        if requirement.marker is None or requirement.marker.evaluate({"extra": extra}):
+            requirement.marker = None
+            found.add(str(requirement))
+    return frozenset(found)
+
+
+def _declared() -> List[str]:
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    if pyproject.exists():
+        import tomllib
+
+        project = tomllib.loads(pyproject.read_text())["project"]
+        extras = project["optional-dependencies"]
+        return list(project["dependencies"]) + [
+            f'{line}; extra == "{name}"' for name, lines in extras.items() for line in lines
+        ]
+    from importlib.metadata import requires
+
+    return list(requires(DISTRIBUTION) or [])
