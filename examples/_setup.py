@@ -1,4 +1,4 @@
-"""Idempotent set-up shared by the demos: ZenML repo, engine flavor, component and stack."""
+"""Idempotent set-up shared by the demos: ZenML repo, engine flavors, components and stacks."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from typing import Any, Dict
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def use_engine_stack(flavor: str, source: str, component: str, config: Dict[str, Any]) -> str:
-    """Register (once) an engine component named `component` on a stack of the same name, with
-    `config`; activate it."""
+def ensure_repository_and_flavor(flavor: str, source: str) -> None:
+    """A ZenML repository at the project root and the flavor registered (once)."""
     from zenml.client import Client
     from zenml.enums import StackComponentType
 
@@ -20,17 +19,38 @@ def use_engine_stack(flavor: str, source: str, component: str, config: Dict[str,
     kind = StackComponentType.FEATURE_STORE
     if flavor not in {f.name for f in client.get_flavors_by_type(kind)}:
         client.create_flavor(source=source, component_type=kind)
-    if component not in {c.name for c in client.list_stack_components(type=kind, size=1000).items}:
-        client.create_stack_component(name=component, flavor=flavor, component_type=kind, configuration=config)
-    else:  # a demo may pass new values (the BigQuery demo's emulator gets a fresh port)
-        client.update_stack_component(component, kind, configuration=config)
+
+
+def upsert_component(name: str, flavor: str, config: Dict[str, Any]) -> None:
+    """Register an engine component, or give an existing one `config` (a demo may pass new
+    values: the BigQuery demo's emulator and the prod stand-ins get fresh ports)."""
+    from zenml.client import Client
+    from zenml.enums import StackComponentType
+
+    client = Client()
+    kind = StackComponentType.FEATURE_STORE
+    if name not in {c.name for c in client.list_stack_components(type=kind, size=1000).items}:
+        client.create_stack_component(name=name, flavor=flavor, component_type=kind, configuration=config)
+    else:
+        client.update_stack_component(name, kind, configuration=config)
+
+
+def use_engine_stack(flavor: str, source: str, component: str, config: Dict[str, Any]) -> str:
+    """Register (once) an engine component named `component` on a stack of the same name, with
+    `config`; activate it."""
+    from zenml.client import Client
+    from zenml.enums import StackComponentType
+
+    ensure_repository_and_flavor(flavor, source)
+    upsert_component(component, flavor, config)
+    client = Client()
     if component not in {s.name for s in client.list_stacks(size=1000).items}:
         client.create_stack(
             name=component,
             components={
                 StackComponentType.ORCHESTRATOR: "default",
                 StackComponentType.ARTIFACT_STORE: "default",
-                kind: component,
+                StackComponentType.FEATURE_STORE: component,
             },
         )
     client.activate_stack(component)
