@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, Iterator, List, Optional, Tuple
 
 from flavors.engine import BaseEngine, EngineError, LiveEngine
 from flavors.spark.flavor import SparkEngineConfig, SparkEngineSettings
@@ -99,6 +99,8 @@ class SparkEngine(BaseEngine):
     pip_extra = "spark"
     system_packages = ("openjdk-17-jre-headless",)  # the driver and executors are JVMs
     engine_settings_class = SparkEngineSettings
+    # Process-wide, like the environment variable it tracks (see `_create`).
+    _set_connect_marker: ClassVar[bool] = False
 
     @property
     def config(self) -> SparkEngineConfig:
@@ -158,8 +160,14 @@ class SparkEngine(BaseEngine):
             # PySpark's SparkContext takes its workers' interpreter from PYSPARK_PYTHON
             # (default: `python3` on PATH, often not this virtualenv's), not from the conf.
             launch_env["PYSPARK_PYTHON"] = conf["spark.pyspark.python"]
+        connect_marker_was_set = "SPARK_CONNECT_MODE_ENABLED" in os.environ
         with _environment(launch_env):
-            return builder.getOrCreate()
+            session = builder.getOrCreate()
+        if self.config.is_connect and not connect_marker_was_set:
+            # PySpark marks the whole process (and its children) as Connect-only and never
+            # unmarks it for a remote server; we do on stop, so classic Spark can follow.
+            SparkEngine._set_connect_marker = True
+        return session
 
     def _conf(self, settings: SparkEngineSettings) -> Dict[str, str]:
         """Start-up conf: loopback defaults, artifact-store bridge, component conf, step conf."""
@@ -188,6 +196,9 @@ class SparkEngine(BaseEngine):
         handle.stop()
         if not self.config.is_connect:
             _shutdown_driver_jvm()
+        elif SparkEngine._set_connect_marker:
+            os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
+            SparkEngine._set_connect_marker = False
 
     def _abort_start(self) -> None:
         if "pyspark" not in sys.modules:

@@ -305,3 +305,8 @@ def test_spark_connect_server_runs_the_pipeline_and_keeps_running(spark_stack, s
     assert live_engines() == {}
     assert spark_connect_server.alive()
     assert java_children() == []
+    # PySpark marks the process Connect-only; once our session is gone, classic Spark
+    # starts again here and in child processes (the dev stack after a Connect stack).
+    assert "SPARK_CONNECT_MODE_ENABLED" not in os.environ
+    spark_stack(**LOCAL)
+    assert manifest_of(P.aggregate_pipeline(n=30).steps["count_by_key"].outputs["output"][0]).num_rows == 3
