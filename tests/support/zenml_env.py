@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from pathlib import Path
@@ -32,9 +33,11 @@ def setup() -> Any:
     return client
 
 
-def register_engine_stack(flavor: str, config: Dict[str, Any], connector_id: Any = None) -> Any:
+def register_engine_stack(
+    flavor: str, config: Dict[str, Any], connector_id: Any = None, orchestrator: str = "default"
+) -> Any:
     """Register an engine component with `config` (linked to a service connector if given)
-    on a fresh stack with the default orchestrator and artifact store; returns the stack."""
+    on a fresh stack with `orchestrator` and the default artifact store; returns the stack."""
     from zenml.client import Client
     from zenml.enums import StackComponentType
 
@@ -48,20 +51,37 @@ def register_engine_stack(flavor: str, config: Dict[str, Any], connector_id: Any
     return client.create_stack(
         name=name,
         components={
-            StackComponentType.ORCHESTRATOR: "default",
+            StackComponentType.ORCHESTRATOR: orchestrator,
             StackComponentType.ARTIFACT_STORE: "default",
             StackComponentType.FEATURE_STORE: name,
         },
     )
 
 
-def activate_engine_stack(flavor: str, config: Dict[str, Any], connector_id: Any = None) -> Any:
+def activate_engine_stack(
+    flavor: str, config: Dict[str, Any], connector_id: Any = None, orchestrator: str = "default"
+) -> Any:
     """`register_engine_stack`, then activate it; returns the active stack."""
     from zenml.client import Client
 
     client = Client()
-    client.activate_stack(register_engine_stack(flavor, config, connector_id).id)
+    client.activate_stack(register_engine_stack(flavor, config, connector_id, orchestrator).id)
     return client.active_stack
+
+
+def process_per_step_orchestrator() -> str:
+    """Register (once) the orchestrator that runs each step in its own process; its name."""
+    from zenml.client import Client
+    from zenml.enums import StackComponentType
+
+    client = Client()
+    kind = StackComponentType.ORCHESTRATOR
+    name = "process_per_step"
+    if name not in {f.name for f in client.get_flavors_by_type(kind)}:
+        client.create_flavor(source="tests.support.process_orchestrator.ProcessPerStepOrchestratorFlavor", component_type=kind)
+    if name not in {c.name for c in client.list_stack_components(type=kind, size=1000).items}:
+        client.create_stack_component(name=name, flavor=name, component_type=kind, configuration={})
+    return name
 
 
 def teardown_engines() -> None:
@@ -80,6 +100,26 @@ def descendants(names: List[str], pid: int | None = None) -> List[psutil.Process
         except psutil.NoSuchProcess:
             pass
     return found
+
+
+def processes_marked(key: str, value: str, settle_s: float = 0.0) -> List[psutil.Process]:
+    """Live processes other than this one whose environment has `key=value`: everything a
+    process started with that variable started in turn, orphans included.
+
+    `settle_s` gives processes already on their way out that long to exit.
+    """
+    deadline = time.time() + settle_s
+    while True:
+        found = []
+        for proc in psutil.process_iter():
+            try:
+                if proc.pid != os.getpid() and proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get(key) == value:
+                    found.append(proc)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        if not found or time.time() >= deadline:
+            return found
+        time.sleep(0.5)
 
 
 # Main classes of the JVMs the session fixtures start (kept running across tests). Our
