@@ -56,9 +56,11 @@ What it measures, per row of the ENGINES table (Spark, Dask, Ray):
 
 Run from the repository root:
 
-    /work/venv/bin/python bench/engine_reuse.py [--repeats 3] [--engines spark,dask,ray]
+    .venv/bin/python bench/engine_reuse.py [--repeats 3] [--engines spark,dask,ray] [--server]
 
-(default: every row of ENGINES). Everything (ZenML store, artifacts, Spark scratch dirs,
+(default: every row of ENGINES; --server: every child is a client of a local ZenML server,
+`zenml login --local` on 127.0.0.1, instead of the SQLite store, and the RESULT names gain
+`_server`, e.g. hook_overhead_server_ms). Everything (ZenML store, artifacts, Spark scratch dirs,
 Dask worker dirs, Ray session dirs) lives in one temp dir that is removed at the end; inside
 each child the engine's processes (driver JVMs, Dask worker processes, raylet/gcs_server/Ray
 workers and helpers) must be gone after cleanup, and every child's process group is checked
@@ -476,6 +478,15 @@ def _print_breakdown(
               + ", ".join(f"{label} x{c(key):.0f}={t(key):.3f} s" for key, label in detail))
 
 
+def _named(result_name: str, args: Any) -> str:
+    """The RESULT name for this store: hook_overhead_ms -> hook_overhead_server_ms with --server."""
+    if not args.server:
+        return result_name
+    if result_name.endswith("_ms"):
+        return result_name[: -len("_ms")] + "_server_ms"
+    return result_name + "_server"
+
+
 def bench_engine(name: str, scratch: Path, env: Dict[str, str], stacks: Dict[str, str], args: Any) -> None:
     bench = ENGINES[name]
     runs: Dict[str, List[Dict[str, Any]]] = {v: [] for v in VARIANTS}
@@ -504,8 +515,8 @@ def bench_engine(name: str, scratch: Path, env: Dict[str, str], stacks: Dict[str
     print(f"  {labels['process']} processes left when ours' pipeline call returned: "
           f"{sorted(set(x['procs_after_run'] for x in ours))} (the engine stops inside the call)")
     print(f"  ours - floor = {med['ours'] - med['floor']:+.2f} s; ours - seed = {med['ours'] - med['seed']:+.2f} s")
-    result(bench.reuse_result, ratio=med["ours"] / med["seed"])
-    result(bench.floor_result, ratio=med["ours"] / med["floor"])
+    result(_named(bench.reuse_result, args), ratio=med["ours"] / med["seed"])
+    result(_named(bench.floor_result, args), ratio=med["ours"] / med["floor"])
 
     if bench.hook_result is None:
         return
@@ -552,7 +563,7 @@ def bench_engine(name: str, scratch: Path, env: Dict[str, str], stacks: Dict[str
         f"{args.repeats}: without engine {plain_med:.2f} s, with engine {engine_med:.2f} s -> "
         f"{diff_ms:+.1f} ms/step (noisy)"
     )
-    result(bench.hook_result, value=per_step_ms)
+    result(_named(bench.hook_result, args), value=per_step_ms)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> Any:
@@ -561,6 +572,11 @@ def parse_args(argv: Optional[List[str]] = None) -> Any:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--hook-steps", type=int, default=10)
     parser.add_argument("--child-timeout", type=float, default=240.0)
+    parser.add_argument(
+        "--server", action="store_true",
+        help="run every child against a local ZenML server (REST store) instead of SQLite; "
+        "RESULT names gain '_server' (hook_overhead_server_ms)",
+    )
     # internal: what a child process does
     parser.add_argument("--child", choices=("setup", "reuse", "hooks"), help=argparse.SUPPRESS)
     parser.add_argument("--engine", help=argparse.SUPPRESS)
@@ -591,10 +607,21 @@ def main() -> int:
     def body(scratch: Path) -> None:
         # Every variant runs in a child process of its own, in this isolated environment.
         env = isolated_env(scratch)
-        setup = run_child(_child(["setup", "--engines", ",".join(engines)]), env,
-                          scratch / "setup.log", timeout_s=args.child_timeout)
-        for name in engines:
-            bench_engine(name, scratch, env, setup["stacks"], args)
+        server = None
+        if args.server:
+            from examples._zenml_server import LocalZenMLServer
+
+            server = LocalZenMLServer.start(Path(env["ZENML_CONFIG_PATH"]), base_env={**os.environ, **env})
+            env = server.env
+            print(f"every child is a client of the ZenML server at {server.url} (REST store)", flush=True)
+        try:
+            setup = run_child(_child(["setup", "--engines", ",".join(engines)]), env,
+                              scratch / "setup.log", timeout_s=args.child_timeout)
+            for name in engines:
+                bench_engine(name, scratch, env, setup["stacks"], args)
+        finally:
+            if server is not None:
+                server.stop()
 
     return run_bench("bench-engine-reuse-", body, isolated=False)
 

@@ -117,3 +117,15 @@ def gcs_server():
     server = GCSServer()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def zenml_server():
+    """A local ZenML server (`zenml login --local`, 127.0.0.1) with a client config of its
+    own, once per session; processes given `server.env` are its REST clients."""
+    from examples._zenml_server import LocalZenMLServer
+
+    server = LocalZenMLServer.start(_ZEN_HOME / "server-config")
+    yield server
+    server.stop()
+    assert server.wait_gone(), f"the ZenML server (pid {server.pid}) outlived `zenml logout --local`"
