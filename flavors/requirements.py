@@ -7,6 +7,7 @@ ZenML builds a remote orchestrator's image from `component.requirements` and
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import FrozenSet, List
@@ -34,7 +35,7 @@ def extra_requirements(extra: str) -> FrozenSet[str]:
 
 def _declared() -> List[str]:
     pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
-    if pyproject.exists():
+    if pyproject.exists() and sys.version_info >= (3, 11):  # tomllib is 3.11+
         import tomllib
 
         project = tomllib.loads(pyproject.read_text())["project"]
