@@ -1,0 +1,126 @@
+"""The fault suite's harness: a pipeline in a process of its own, interrupted mid-step, and
+a report of what each case injected and what it found (printed at the end of the session;
+the README's reliability table comes from it)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+from tests.support import zenml_env
+from tests.support.ray_cluster import use_test_auth_mode
+
+use_test_auth_mode()  # the pipeline processes inherit it (and may attach to the test head)
+
+MARK = "ZENML_ENGINES_FAULT_MARK"
+OWNED = {
+    "spark": {"master": "local[2]", "ui_enabled": False},
+    "dask": {"n_workers": 1, "threads_per_worker": 1, "memory_limit": "1GiB"},
+    "ray": {"num_cpus": 1, "object_store_memory": 100 * 1024 * 1024, "startup_timeout_s": 60},
+}
+_REPORT: List[Dict[str, Any]] = []
+
+
+@dataclass
+class HeldPipeline:
+    """`tests.faults.fault_pipelines` running in a child process; everything it starts
+    carries a marker in its environment, so orphans are found wherever they end up."""
+
+    engine: str
+    process: subprocess.Popen
+    ready: Path
+    log: Path
+    marker: str
+    stack_id: str
+    started: float = field(default_factory=time.time)
+
+    def wait_ready(self, timeout_s: float = 180) -> None:
+        deadline = time.time() + timeout_s
+        while not self.ready.exists() and time.time() < deadline and self.process.poll() is None:
+            time.sleep(0.2)
+        assert self.ready.exists(), f"the {self.engine} step never became ready:\n{self.output()}"
+
+    def processes(self, settle_s: float = 0.0) -> List[Any]:
+        return zenml_env.processes_marked(MARK, self.marker, settle_s=settle_s)
+
+    def seconds_until_no_process(self, since: float, limit_s: float) -> Optional[float]:
+        """Seconds from `since` until no marked process is left; None if some outlive `limit_s`."""
+        while time.time() - since < limit_s:
+            if not self.processes():
+                return time.time() - since
+            time.sleep(0.25)
+        return None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+    def latest_run(self) -> Any:
+        from zenml.client import Client
+
+        runs = Client().list_pipeline_runs(stack_id=self.stack_id, sort_by="desc:created", size=1, hydrate=True)
+        return runs.items[0] if runs.items else None
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+        for proc in self.processes():
+            proc.kill()
+
+
+@pytest.fixture
+def held(zen, tmp_path):
+    """Start a held pipeline: `held(engine, config=None, hold_s=600)`; all are killed after the test."""
+    started: List[HeldPipeline] = []
+
+    def start(engine: str, config: Optional[Dict[str, Any]] = None, hold_s: float = 600) -> HeldPipeline:
+        stack = zenml_env.register_engine_stack(engine, OWNED[engine] if config is None else config)
+        marker = uuid.uuid4().hex
+        ready, log = tmp_path / f"ready-{marker}", tmp_path / f"pipeline-{marker}.log"
+        env = {**os.environ, MARK: marker, "ZENML_ACTIVE_STACK_ID": str(stack.id)}
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tests.faults.fault_pipelines", engine, str(ready), str(hold_s)],
+                cwd=zenml_env.ROOT_DIR, env=env, stdout=out, stderr=subprocess.STDOUT,
+            )
+        pipeline = HeldPipeline(engine, process, ready, log, marker, str(stack.id))
+        started.append(pipeline)
+        return pipeline
+
+    yield start
+    for pipeline in started:
+        pipeline.kill()
+
+
+@pytest.fixture
+def report():
+    """Record one injected fault: `report(case, engine, leaked=0, hung=False, orphan_s=None, secrets=0)`."""
+
+    def add(case: str, engine: str, leaked: int = 0, hung: bool = False,
+            orphan_s: Optional[float] = None, secrets: int = 0) -> None:
+        _REPORT.append(dict(case=case, engine=engine, leaked=leaked, hung=hung, orphan_s=orphan_s, secrets=secrets))
+
+    return add
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _REPORT:
+        return
+    write = terminalreporter.write_line
+    write("")
+    write("fault suite (README reliability table): engine | faults injected | processes leaked | "
+          "runs hung | max s until SIGKILL orphans gone | secrets seen")
+    for engine in sorted({row["engine"] for row in _REPORT}):
+        rows = [r for r in _REPORT if r["engine"] == engine]
+        orphans = [r["orphan_s"] for r in rows if r["orphan_s"] is not None]
+        orphan = f"{max(orphans):.1f}" if orphans else "-"
+        leaked, hung, secrets = (sum(r[key] for r in rows) for key in ("leaked", "hung", "secrets"))
+        write(f"  {engine} | {len(rows)} | {leaked} | {hung} | {orphan} | {secrets}")

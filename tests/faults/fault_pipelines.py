@@ -1,0 +1,60 @@
+"""Pipelines the fault suite interrupts: one step starts its engine, runs a small job on
+it, says so through a file, then waits to be interrupted.
+
+Run one in a process of its own with `python -m tests.faults.fault_pipelines <engine>
+<ready file> [<seconds to wait>]`, with ZENML_ACTIVE_STACK_ID naming an engine stack of the
+session's ZenML store (inherited through ZENML_CONFIG_PATH).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from zenml import pipeline, step
+
+
+def _engine_job(engine: str) -> None:
+    """Start the step's engine and run a small job on it."""
+    if engine == "spark":
+        from flavors import spark_session
+
+        assert spark_session().range(100).count() == 100
+    elif engine == "dask":
+        from flavors import dask_client
+
+        assert dask_client().submit(sum, [1, 2, 3]).result() == 6
+    elif engine == "ray":
+        import ray
+
+        from flavors import ray_runtime
+
+        ray_runtime()
+        assert ray.get(ray.remote(lambda: 6).remote()) == 6
+    else:
+        raise ValueError(f"unknown engine {engine!r}")
+
+
+@step
+def hold(engine: str, ready: str, hold_s: float) -> None:
+    _engine_job(engine)
+    Path(ready).write_text(str(os.getpid()))
+    time.sleep(hold_s)  # interrupted here
+    _engine_job(engine)  # the engine still works after the wait
+
+
+@pipeline(enable_cache=False)
+def hold_pipeline(engine: str, ready: str, hold_s: float = 600) -> None:
+    hold(engine=engine, ready=ready, hold_s=hold_s)
+
+
+def main() -> None:
+    engine, ready = sys.argv[1], sys.argv[2]
+    hold_s = float(sys.argv[3]) if len(sys.argv) > 3 else 600
+    hold_pipeline(engine=engine, ready=ready, hold_s=hold_s)
+
+
+if __name__ == "__main__":
+    main()

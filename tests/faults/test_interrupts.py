@@ -1,0 +1,104 @@
+"""Interrupting a pipeline mid-step, for every engine.
+
+Each case states what must survive and what must be cleaned up:
+
+- Ctrl-C (SIGINT): the process exits promptly, ZenML records the step and run as failed,
+  the owned engine's processes are gone; an attached cluster keeps running.
+- SIGKILL (the OOM killer; no handler runs): within 30 s no process of the owned engine is
+  left, wherever it was reparented to. How long they lived is reported.
+- Two pipelines at the same time, each with its own owned engine: both finish with
+  correct results, neither stops the other's engine, nothing is left after.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from zenml.enums import ExecutionStatus
+
+ENGINES = ["spark", "dask", "ray"]
+PROMPT_EXIT_S = 30  # after Ctrl-C, the process is gone within this
+ORPHAN_LIMIT_S = 30  # after SIGKILL, every engine process is gone within this
+ATTACHED = {
+    "spark": ("spark_cluster", lambda c: {"master": c.master_url, "ui_enabled": False}, lambda c: c.alive()),
+    "dask": ("dask_cluster", lambda c: {"scheduler_address": c.address, "startup_timeout_s": 30}, lambda c: c.alive()),
+    "ray": ("ray_cluster", lambda c: {"address": c.address, "startup_timeout_s": 60}, lambda c: c.status_ok()),
+}
+
+
+def _interrupt(pipeline, signum):
+    """Send `signum` mid-step; the seconds until the process exited (None: it hung)."""
+    pipeline.wait_ready()
+    assert pipeline.processes(), "the step's engine should have started processes"
+    sent = time.time()
+    pipeline.process.send_signal(signum)
+    try:
+        pipeline.process.wait(timeout=PROMPT_EXIT_S)
+    except Exception:
+        return sent, None
+    return sent, time.time() - sent
+
+
+def _assert_run_failed(pipeline):
+    run = pipeline.latest_run()
+    assert run is not None
+    assert run.status in (ExecutionStatus.FAILED, ExecutionStatus.STOPPED), run.status
+    assert run.steps["hold"].status in (ExecutionStatus.FAILED, ExecutionStatus.STOPPED)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ctrl_c_mid_step_stops_the_owned_engine_and_exits_promptly(held, report, engine):
+    pipeline = held(engine)
+    sent, exit_s = _interrupt(pipeline, signal.SIGINT)
+    left = pipeline.processes(settle_s=15)
+    report("sigint", engine, leaked=len(left), hung=exit_s is None)
+    assert exit_s is not None, f"still running {PROMPT_EXIT_S}s after Ctrl-C:\n{pipeline.output()}"
+    assert pipeline.process.returncode != 0
+    assert left == [], f"left after Ctrl-C: {left}\n{pipeline.output()}"
+    _assert_run_failed(pipeline)
+    assert f"Stopped the {engine} engine" in pipeline.output()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ctrl_c_mid_step_leaves_an_attached_cluster_running(held, report, request, engine):
+    fixture, config_for, is_up = ATTACHED[engine]
+    cluster = request.getfixturevalue(fixture)  # started before the marked pipeline process
+    pipeline = held(engine, config_for(cluster))
+    sent, exit_s = _interrupt(pipeline, signal.SIGINT)
+    left = pipeline.processes(settle_s=15)
+    report("sigint-attached", engine, leaked=len(left), hung=exit_s is None)
+    assert exit_s is not None, f"still running {PROMPT_EXIT_S}s after Ctrl-C:\n{pipeline.output()}"
+    assert left == []
+    _assert_run_failed(pipeline)
+    assert is_up(cluster), "an attached cluster was stopped"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sigkill_mid_step_leaves_no_engine_process_behind(held, report, engine):
+    pipeline = held(engine)
+    sent, exit_s = _interrupt(pipeline, signal.SIGKILL)
+    assert exit_s is not None
+    orphan_s = pipeline.seconds_until_no_process(sent, ORPHAN_LIMIT_S)
+    left = pipeline.processes()
+    report("sigkill", engine, leaked=len(left), orphan_s=orphan_s)
+    assert orphan_s is not None, f"alive {ORPHAN_LIMIT_S}s after SIGKILL: {[(p.pid, p.name()) for p in left]}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ENGINES)
+def test_two_pipelines_at_once_each_keep_their_own_engine(held, report, engine):
+    # Both hold their step long enough to overlap; each step runs a job before and after.
+    first, second = held(engine, hold_s=20), held(engine, hold_s=1)
+    first.wait_ready()
+    second.wait_ready()
+    codes = [p.process.wait(timeout=180) for p in (first, second)]
+    left = first.processes(settle_s=15) + second.processes(settle_s=15)
+    report("concurrent", engine, leaked=len(left))
+    assert codes == [0, 0], f"{first.output()}\n-----\n{second.output()}"
+    for pipeline in (first, second):
+        assert pipeline.latest_run().status == ExecutionStatus.COMPLETED
+    assert left == []
