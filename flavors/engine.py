@@ -273,6 +273,12 @@ class BaseEngine(HostedInFeatureStoreSlot):
         """Why the running engine cannot serve a step with these settings, or None."""
         return None
 
+    def _is_alive(self, live: LiveEngine) -> bool:
+        """Whether an engine kept from an earlier step still answers (asked once per step
+        before it is reused; must be quick and never hang). A cluster that went away
+        between two steps is then reconnected, or fails within `startup_timeout_s`."""
+        return True
+
     def _step_view(self, live: LiveEngine, settings: BaseEngineSettings) -> Any:
         """The handle a step gets; flavors isolate per-step options here."""
         return live.handle
@@ -302,6 +308,16 @@ class BaseEngine(HostedInFeatureStoreSlot):
         settings = self._step_settings(context.step_run) if context is not None else self.config
         with _LOCK:
             live = _LIVE.get(self.id)
+            if live is not None and context is not None and context.step_run.id not in live.steps:
+                if not live.adopted and not self._is_alive(live):
+                    logger.warning(
+                        "The %s engine of '%s' at %s no longer answers (it went away after an "
+                        "earlier step); %s.",
+                        self.kind, self.name, live.facts.get("address", self.address or "embedded"),
+                        "starting a new one" if live.owned else "connecting again",
+                    )
+                    self._close(live, reason="it no longer answered", bounded=True)
+                    live = None
             if live is not None:
                 reason = self._restart_reason(live, settings)
                 if reason is not None:
@@ -428,14 +444,19 @@ class BaseEngine(HostedInFeatureStoreSlot):
         _LIVE[self.id] = live
         return live
 
-    def _close(self, live: LiveEngine, reason: str) -> None:
+    def _close(self, live: LiveEngine, reason: str, bounded: bool = False) -> None:
+        """Stop or disconnect `live`; `bounded`: give up waiting after a few seconds (an
+        engine whose cluster is gone may block in its stop call)."""
         with _LOCK:
             if _LIVE.get(self.id) is live:
                 del _LIVE[self.id]
             if live.adopted:
                 return
             try:
-                self._stop(live.handle, owned=live.owned)
+                if bounded:
+                    _call_within(_BOUNDED_STOP_S, self._stop, live.handle, owned=live.owned)
+                else:
+                    self._stop(live.handle, owned=live.owned)
             except Exception as e:  # teardown must go on for other engines
                 logger.warning("Stopping the %s engine of '%s' failed: %s", self.kind, self.name, e)
             else:
@@ -476,6 +497,29 @@ class BaseEngine(HostedInFeatureStoreSlot):
             ) from outcome["error"]
         return outcome["handle"]
 
+
+
+_BOUNDED_STOP_S = 10.0
+
+
+def _call_within(timeout_s: float, function: Any, *args: Any, **kwargs: Any) -> None:
+    """Call `function` on a daemon thread; raise TimeoutError if it has not returned in
+    `timeout_s` (it is left to finish or to die with the process)."""
+    outcome: Dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            function(*args, **kwargs)
+        except BaseException as e:
+            outcome["error"] = e
+
+    worker = threading.Thread(target=run, name="engine-stop", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise TimeoutError(f"gave up after {timeout_s:g}s")
+    if "error" in outcome:
+        raise outcome["error"]
 
 
 class BaseEngineFlavor(BaseFeatureStoreFlavor):

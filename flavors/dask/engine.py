@@ -240,6 +240,18 @@ class DaskEngine(BaseEngine):
                 # Closes the nannies, which stop their worker processes.
                 handle.cluster.close(timeout=30)
 
+    def _is_alive(self, live: LiveEngine) -> bool:
+        # A client whose scheduler died keeps trying to reconnect, and its futures wait
+        # for it: ask the scheduler's port instead.
+        client = live.handle.client
+        if client.status != "running" or client.scheduler is None:
+            return False
+        try:
+            _probe(live.handle.scheduler_address, timeout=2.0)
+        except EngineError:
+            return False
+        return True
+
     def _restart_reason(self, live: LiveEngine, settings: DaskEngineSettings) -> Optional[str]:
         if live.handle.client.status in ("closing", "closed"):
             return "its Dask client was closed (by step code?); never close the client of dask_client()"

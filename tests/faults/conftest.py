@@ -59,8 +59,10 @@ class HeldPipeline:
             time.sleep(0.25)
         return None
 
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+    def output(self, tail: Optional[int] = 4000) -> str:
+        """What the pipeline process printed (its last `tail` characters; None: all)."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return text if tail is None else text[-tail:]
 
     def latest_run(self) -> Any:
         from zenml.client import Client
@@ -78,17 +80,21 @@ class HeldPipeline:
 
 @pytest.fixture
 def held(zen, tmp_path):
-    """Start a held pipeline: `held(engine, config=None, hold_s=600)`; all are killed after the test."""
+    """Start a pipeline process: `held(engine, config=None, hold_s=600)` holds its step;
+    with `go=<path>` its second step waits for that file instead. All are killed after the test."""
     started: List[HeldPipeline] = []
 
-    def start(engine: str, config: Optional[Dict[str, Any]] = None, hold_s: float = 600) -> HeldPipeline:
+    def start(
+        engine: str, config: Optional[Dict[str, Any]] = None, hold_s: float = 600, go: Optional[Path] = None
+    ) -> HeldPipeline:
         stack = zenml_env.register_engine_stack(engine, OWNED[engine] if config is None else config)
         marker = uuid.uuid4().hex
         ready, log = tmp_path / f"ready-{marker}", tmp_path / f"pipeline-{marker}.log"
         env = {**os.environ, MARK: marker, "ZENML_ACTIVE_STACK_ID": str(stack.id)}
+        pipeline_args = ["hold", engine, str(ready), str(hold_s)] if go is None else ["two_steps", engine, str(ready), str(go)]
         with open(log, "wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "tests.faults.fault_pipelines", engine, str(ready), str(hold_s)],
+                [sys.executable, "-m", "tests.faults.fault_pipelines", *pipeline_args],
                 cwd=zenml_env.ROOT_DIR, env=env, stdout=out, stderr=subprocess.STDOUT,
             )
         pipeline = HeldPipeline(engine, process, ready, log, marker, str(stack.id))

@@ -1,8 +1,8 @@
 """Pipelines the fault suite interrupts: one step starts its engine, runs a small job on
 it, says so through a file, then waits to be interrupted.
 
-Run one in a process of its own with `python -m tests.faults.fault_pipelines <engine>
-<ready file> [<seconds to wait>]`, with ZENML_ACTIVE_STACK_ID naming an engine stack of the
+Run one in a process of its own with `python -m tests.faults.fault_pipelines hold <engine>
+<ready file> <seconds to wait>` or `... two_steps <engine> <ready file> <go file>`, with ZENML_ACTIVE_STACK_ID naming an engine stack of the
 session's ZenML store (inherited through ZENML_CONFIG_PATH).
 """
 
@@ -50,10 +50,32 @@ def hold_pipeline(engine: str, ready: str, hold_s: float = 600) -> None:
     hold(engine=engine, ready=ready, hold_s=hold_s)
 
 
+@step
+def first_use(engine: str, ready: str) -> None:
+    _engine_job(engine)
+    Path(ready).write_text(str(os.getpid()))
+
+
+@step
+def second_use(engine: str, go: str) -> None:
+    deadline = time.time() + 300
+    while not Path(go).exists() and time.time() < deadline:
+        time.sleep(0.2)
+    _engine_job(engine)
+
+
+@pipeline(enable_cache=False)
+def two_steps_pipeline(engine: str, ready: str, go: str) -> None:
+    """The engine is used by a step, then, once the `go` file exists, by the next one."""
+    second_use(engine=engine, go=go, after=first_use(engine=engine, ready=ready))
+
+
 def main() -> None:
-    engine, ready = sys.argv[1], sys.argv[2]
-    hold_s = float(sys.argv[3]) if len(sys.argv) > 3 else 600
-    hold_pipeline(engine=engine, ready=ready, hold_s=hold_s)
+    kind, engine, ready = sys.argv[1:4]
+    if kind == "hold":
+        hold_pipeline(engine=engine, ready=ready, hold_s=float(sys.argv[4]))
+    else:
+        two_steps_pipeline(engine=engine, ready=ready, go=sys.argv[4])
 
 
 if __name__ == "__main__":

@@ -130,14 +130,15 @@ class SchedulerAndWorker:
         self.workdir = workdir
 
     @classmethod
-    def start(cls, timeout: float = 90) -> "SchedulerAndWorker":
+    def start(cls, timeout: float = 90, port: int = 0) -> "SchedulerAndWorker":
+        """Start both; `port` 0 lets the scheduler pick one."""
         workdir = tempfile.mkdtemp(prefix="dask-fixture-")
         scheduler_file = os.path.join(workdir, "scheduler.json")
         # Workers unpickle functions of tests.* by reference: run them from the repo root.
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         log = open(os.path.join(workdir, "scheduler.log"), "wb")
         scheduler = subprocess.Popen(
-            [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0",
+            [DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port),
              "--dashboard-address", "127.0.0.1:0", "--scheduler-file", scheduler_file],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
