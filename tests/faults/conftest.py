@@ -81,17 +81,23 @@ class HeldPipeline:
 @pytest.fixture
 def held(zen, tmp_path):
     """Start a pipeline process: `held(engine, config=None, hold_s=600)` holds its step;
-    with `go=<path>` its second step waits for that file instead. All are killed after the test."""
+    with `go=<path>` its second step waits for that file; `kind="worker_loss"` runs tasks
+    for the test to kill a worker under. All are killed after the test."""
     started: List[HeldPipeline] = []
 
     def start(
-        engine: str, config: Optional[Dict[str, Any]] = None, hold_s: float = 600, go: Optional[Path] = None
+        engine: str, config: Optional[Dict[str, Any]] = None, hold_s: float = 600, go: Optional[Path] = None,
+        kind: str = "hold",
     ) -> HeldPipeline:
         stack = zenml_env.register_engine_stack(engine, OWNED[engine] if config is None else config)
         marker = uuid.uuid4().hex
         ready, log = tmp_path / f"ready-{marker}", tmp_path / f"pipeline-{marker}.log"
         env = {**os.environ, MARK: marker, "ZENML_ACTIVE_STACK_ID": str(stack.id)}
-        pipeline_args = ["hold", engine, str(ready), str(hold_s)] if go is None else ["two_steps", engine, str(ready), str(go)]
+        pipeline_args = {
+            "hold": ["hold", engine, str(ready), str(hold_s)],
+            "two_steps": ["two_steps", engine, str(ready), str(go)],
+            "worker_loss": ["worker_loss", engine, str(ready)],
+        }["two_steps" if go is not None else kind]
         with open(log, "wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "tests.faults.fault_pipelines", *pipeline_args],

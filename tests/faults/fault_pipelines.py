@@ -2,7 +2,8 @@
 it, says so through a file, then waits to be interrupted.
 
 Run one in a process of its own with `python -m tests.faults.fault_pipelines hold <engine>
-<ready file> <seconds to wait>` or `... two_steps <engine> <ready file> <go file>`, with ZENML_ACTIVE_STACK_ID naming an engine stack of the
+<ready file> <seconds to wait>`, `... two_steps <engine> <ready file> <go file>` or
+`... worker_loss <engine> <ready file>`, with ZENML_ACTIVE_STACK_ID naming an engine stack of the
 session's ZenML store (inherited through ZENML_CONFIG_PATH).
 """
 
@@ -70,12 +71,51 @@ def two_steps_pipeline(engine: str, ready: str, go: str) -> None:
     second_use(engine=engine, go=go, after=first_use(engine=engine, ready=ready))
 
 
+def slow_square(i: int) -> int:
+    time.sleep(3)
+    return i * i
+
+
+@step
+def survive_worker_loss(engine: str, ready: str) -> int:
+    """Four 3-second tasks on one worker slot; the test kills the worker running them."""
+    if engine == "dask":
+        from flavors import dask_client
+
+        client = dask_client()
+        futures = client.map(slow_square, range(4), pure=False)
+        Path(ready).write_text("running")
+        return int(sum(client.gather(futures)))
+    if engine == "ray":
+        import ray
+
+        from flavors import ray_runtime
+
+        ray_runtime()
+        task = ray.remote(num_cpus=1)(slow_square)
+        refs = [task.remote(i) for i in range(4)]
+        Path(ready).write_text("running")
+        return int(sum(ray.get(refs)))
+    from flavors import spark_session
+
+    rdd = spark_session().sparkContext.parallelize(range(4), 4).map(slow_square)
+    Path(ready).write_text("running")
+    return int(sum(rdd.collect()))
+
+
+@pipeline(enable_cache=False)
+def worker_loss_pipeline(engine: str, ready: str) -> None:
+    survive_worker_loss(engine=engine, ready=ready)
+
+
 def main() -> None:
     kind, engine, ready = sys.argv[1:4]
     if kind == "hold":
         hold_pipeline(engine=engine, ready=ready, hold_s=float(sys.argv[4]))
-    else:
+    elif kind == "two_steps":
         two_steps_pipeline(engine=engine, ready=ready, go=sys.argv[4])
+    else:
+        worker_loss_pipeline(engine=engine, ready=ready)
 
 
 if __name__ == "__main__":
