@@ -82,28 +82,31 @@ class HeldPipeline:
 def held(zen, tmp_path):
     """Start a pipeline process: `held(engine, config=None, hold_s=600)` holds its step;
     with `go=<path>` its second step waits for that file; `kind="worker_loss"` runs tasks
-    for the test to kill a worker under. All are killed after the test."""
+    for the test to kill a worker under, `kind="secrets"` saves a dataset and fails; on
+    `stack_id` if given. All are killed after the test."""
     started: List[HeldPipeline] = []
 
     def start(
         engine: str, config: Optional[Dict[str, Any]] = None, hold_s: float = 600, go: Optional[Path] = None,
-        kind: str = "hold",
+        kind: str = "hold", stack_id: Optional[str] = None,
     ) -> HeldPipeline:
-        stack = zenml_env.register_engine_stack(engine, OWNED[engine] if config is None else config)
+        if stack_id is None:
+            stack_id = str(zenml_env.register_engine_stack(engine, OWNED[engine] if config is None else config).id)
         marker = uuid.uuid4().hex
         ready, log = tmp_path / f"ready-{marker}", tmp_path / f"pipeline-{marker}.log"
-        env = {**os.environ, MARK: marker, "ZENML_ACTIVE_STACK_ID": str(stack.id)}
+        env = {**os.environ, MARK: marker, "ZENML_ACTIVE_STACK_ID": stack_id}
         pipeline_args = {
             "hold": ["hold", engine, str(ready), str(hold_s)],
             "two_steps": ["two_steps", engine, str(ready), str(go)],
             "worker_loss": ["worker_loss", engine, str(ready)],
+            "secrets": ["secrets", engine, str(ready)],
         }["two_steps" if go is not None else kind]
         with open(log, "wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "tests.faults.fault_pipelines", *pipeline_args],
                 cwd=zenml_env.ROOT_DIR, env=env, stdout=out, stderr=subprocess.STDOUT,
             )
-        pipeline = HeldPipeline(engine, process, ready, log, marker, str(stack.id))
+        pipeline = HeldPipeline(engine, process, ready, log, marker, stack_id)
         started.append(pipeline)
         return pipeline
 

@@ -3,7 +3,7 @@ it, says so through a file, then waits to be interrupted.
 
 Run one in a process of its own with `python -m tests.faults.fault_pipelines hold <engine>
 <ready file> <seconds to wait>`, `... two_steps <engine> <ready file> <go file>` or
-`... worker_loss <engine> <ready file>`, with ZENML_ACTIVE_STACK_ID naming an engine stack of the
+`... worker_loss <engine> <ready file>` or `... secrets <engine> <ready file>`, with ZENML_ACTIVE_STACK_ID naming an engine stack of the
 session's ZenML store (inherited through ZENML_CONFIG_PATH).
 """
 
@@ -14,6 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+import dask.dataframe as dd
+import pandas as pd
+import pyarrow as pa
+import ray.data
+from pyspark.sql import DataFrame
 from zenml import pipeline, step
 
 
@@ -108,14 +113,57 @@ def worker_loss_pipeline(engine: str, ready: str) -> None:
     survive_worker_loss(engine=engine, ready=ready)
 
 
+@step
+def make_spark() -> DataFrame:
+    from flavors import spark_session
+
+    return spark_session().range(100).selectExpr("id", "id % 3 AS k")
+
+
+@step
+def make_dask() -> dd.DataFrame:
+    from flavors import dask_client
+
+    dask_client()
+    return dd.from_pandas(pd.DataFrame({"id": range(100), "k": [i % 3 for i in range(100)]}), npartitions=2)
+
+
+@step
+def make_ray() -> ray.data.Dataset:
+    from flavors import ray_runtime
+
+    ray_runtime()
+    return ray.data.range(100, override_num_blocks=2)
+
+
+@step
+def use_then_fail(engine: str, rows: int) -> None:
+    _engine_job(engine)
+    raise RuntimeError(f"deliberate failure after the {engine} engine read {rows} rows")
+
+
+@step
+def count_rows(data: pa.Table) -> int:
+    return data.num_rows
+
+
+@pipeline(enable_cache=False)
+def secrets_pipeline(engine: str) -> None:
+    """A dataset saved and loaded through the stack's artifact store, then a failing step."""
+    make = {"spark": make_spark, "dask": make_dask, "ray": make_ray}[engine]
+    use_then_fail(engine=engine, rows=count_rows(make()))
+
+
 def main() -> None:
     kind, engine, ready = sys.argv[1:4]
     if kind == "hold":
         hold_pipeline(engine=engine, ready=ready, hold_s=float(sys.argv[4]))
     elif kind == "two_steps":
         two_steps_pipeline(engine=engine, ready=ready, go=sys.argv[4])
-    else:
+    elif kind == "worker_loss":
         worker_loss_pipeline(engine=engine, ready=ready)
+    else:
+        secrets_pipeline(engine=engine)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,57 @@
+"""Secrets stay secret when things break.
+
+The S3 artifact store's keys come from a ZenML secret, and each engine gets a secret in
+its own options (a Spark conf value, a Ray runtime_env variable). A pipeline saves a
+dataset through the store, loads it, then fails after using the engine. Neither secret may
+appear in anything the run left: the pipeline process's output (ZenML's and the engines'
+logs), every step's and the run's metadata, the exception tracebacks ZenML stored, and
+every object in the bucket (data, manifests, visualizations, ZenML's step logs).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.support.object_stores import S3_SECRET, activate_store_stack
+
+ENGINE_SECRET = "engine-secret-5d1e8c0b4a"  # a made-up credential, grepped for
+CONFIGS = {
+    "spark": {"master": "local[2]", "ui_enabled": False, "conf": {"spark.zenml.test.password": ENGINE_SECRET}},
+    "dask": {"n_workers": 1, "threads_per_worker": 1, "memory_limit": "1GiB"},
+    "ray": {"num_cpus": 1, "object_store_memory": 100 * 1024 * 1024, "startup_timeout_s": 60,
+            "runtime_env": {"env_vars": {"SERVICE_TOKEN": ENGINE_SECRET}}},
+}
+
+
+def _everything_the_run_left(pipeline, s3_server, bucket):
+    from zenml.client import Client
+
+    texts = {"process output": pipeline.output(tail=None)}
+    run = Client().get_pipeline_run(pipeline.latest_run().id)
+    texts["run metadata"] = json.dumps(run.run_metadata, default=str)
+    for name, step in run.steps.items():
+        texts[f"{name} metadata"] = json.dumps(step.run_metadata, default=str)
+        if step.exception_info is not None:
+            texts[f"{name} exception"] = json.dumps(step.exception_info.model_dump(), default=str)
+    client = s3_server.client()
+    for key in s3_server.keys(bucket):
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        texts[f"s3://{bucket}/{key}"] = body.decode("utf-8", errors="replace")
+    return run, texts
+
+
+@pytest.mark.parametrize("engine", ["dask", pytest.param("spark", marks=pytest.mark.slow),
+                                    pytest.param("ray", marks=pytest.mark.slow)])
+def test_no_secret_in_logs_metadata_visualizations_or_errors(held, report, s3_server, engine):
+    stack = activate_store_stack("s3", s3_server, engine, CONFIGS[engine])
+    bucket = stack.artifact_store.path[len("s3://"):].split("/")[0]
+    pipeline = held(engine, kind="secrets", stack_id=str(stack.id))
+    assert pipeline.process.wait(timeout=300) != 0  # its last step fails on purpose
+    run, texts = _everything_the_run_left(pipeline, s3_server, bucket)
+    assert "deliberate failure" in texts["use_then_fail exception"]
+    assert any(key.endswith("preview.html") for key in texts), "expected a dataset visualization in the bucket"
+    seen = [where for where, text in texts.items() if S3_SECRET in text or ENGINE_SECRET in text]
+    report("secrets", engine, secrets=len(seen), leaked=len(pipeline.processes(settle_s=15)))
+    assert seen == [], f"a secret appears in: {seen}"
