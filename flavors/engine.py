@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Literal, Optional, Set, Tuple, Type
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from zenml.config.base_settings import BaseSettings
 from zenml.enums import ExecutionMode, ExecutionStatus, StackComponentType
+from zenml.stack.stack_component import StackComponentConfig
 from zenml.feature_stores.base_feature_store import (
     BaseFeatureStore,
     BaseFeatureStoreConfig,
@@ -53,6 +54,33 @@ class BaseEngineSettings(BaseSettings):
     Flavors add their own fields; the component config inherits them so that
     `get_settings()` merges component defaults with a step's overrides.
     """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_options(cls, values: Any) -> Any:
+        # ZenML's configs accept any key, so a typo (`--mastr=...`) would be ignored.
+        if isinstance(values, dict):
+            known = cls._known_options()
+            unknown = sorted(str(key) for key in values if key not in known)
+            if unknown:
+                raise ValueError(
+                    f"unknown option(s) {', '.join(map(repr, unknown))} for {cls.__name__}; "
+                    f"known options: {', '.join(sorted(known))}"
+                )
+        return values
+
+    @classmethod
+    def _known_options(cls) -> Set[str]:
+        """This class's fields and those of the component configs built on it: ZenML
+        validates a component's config, merged with a step's settings, as the settings class."""
+        known = set(cls.model_fields)
+        pending = [cls]
+        while pending:
+            for subclass in pending.pop().__subclasses__():
+                if issubclass(subclass, StackComponentConfig):
+                    known |= set(subclass.model_fields)
+                pending.append(subclass)
+        return known
 
 
 class BaseEngineConfig(BaseEngineSettings, BaseFeatureStoreConfig):

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Type
+from typing import TYPE_CHECKING, List, Set, Type
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 from zenml.feature_stores.base_feature_store import BaseFeatureStoreConfig
 
 from flavors.bigquery.flavor import BigQueryEngineSettings
@@ -31,6 +31,11 @@ class EngineBundleSettings(
     `labels`). So step code stays the same on a one-engine stack and on a bundle.
     """
 
+    @classmethod
+    def _known_options(cls) -> Set[str]:
+        # The bundle's config is not built on this class (it has no engine fields).
+        return set(cls.model_fields) | set(EngineBundleConfig.model_fields)
+
 
 class EngineBundleConfig(BaseFeatureStoreConfig):
     """Engine bundle config.
@@ -40,6 +45,9 @@ class EngineBundleConfig(BaseFeatureStoreConfig):
             spark, dask, ray or bigquery flavors), at most one per engine kind. Each keeps
             its own options and lifecycle; the bundle only delegates to them.
     """
+
+    # ZenML's configs accept any key; a typo (`--engine=...`) must not pass silently.
+    model_config = ConfigDict(extra="forbid")
 
     engines: List[str] = Field(min_length=1)
 

@@ -78,6 +78,12 @@ class RayEngineSettings(BaseEngineSettings):
                 f"remote_args has unknown Ray task option(s) {', '.join(unknown)}; "
                 f"known: {', '.join(sorted(REMOTE_ARG_KEYS))}"
             )
+        negative = {
+            key: value[key] for key in ("num_cpus", "num_gpus", "memory")
+            if key in value and not (isinstance(value[key], (int, float)) and value[key] >= 0)
+        }
+        if negative:
+            raise ValueError(f"remote_args amounts must be numbers >= 0, got {negative}")
         return value
 
 
@@ -124,6 +130,24 @@ class RayEngineConfig(BaseEngineConfig, RayEngineSettings):
     dashboard_port: Optional[int] = Field(default=None, gt=0, lt=65536)
     namespace: Optional[str] = None
     log_to_driver: bool = True
+
+    @field_validator("resources")
+    @classmethod
+    def _check_resources(cls, value: Dict[str, float]) -> Dict[str, float]:
+        reserved = sorted(set(value) & {"CPU", "GPU", "memory", "object_store_memory"})
+        if reserved:
+            raise ValueError(f"resources may not set Ray's built-in {reserved}; use num_cpus/num_gpus/object_store_memory")
+        bad = {name: amount for name, amount in value.items() if not amount >= 0}
+        if bad:
+            raise ValueError(f"resources must be amounts >= 0, got {bad}")
+        return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _check_namespace(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and (not value.strip() or not value.isprintable()):
+            raise ValueError(f"namespace={value!r} must be a non-empty, printable name")
+        return value
 
     @field_validator("address", mode="before")
     @classmethod

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Dict, Optional, Type, Union
+from typing import TYPE_CHECKING, Any, Dict, Optional, Type, Union
 
 from pydantic import Field, field_validator
 
@@ -34,6 +34,15 @@ class SparkEngineSettings(BaseEngineSettings):
 
     conf: Dict[str, Union[str, int, float, bool]] = Field(default_factory=dict)
 
+    @field_validator("conf")
+    @classmethod
+    def _check_conf(cls, value: Dict[str, Any]) -> Dict[str, Any]:
+        # Spark ignores (with a warning in the JVM log) any key outside spark.*.
+        ignored = sorted(key for key in value if not key.startswith("spark."))
+        if ignored:
+            raise ValueError(f"conf keys must be Spark options (spark.*); Spark would ignore {ignored}")
+        return value
+
 
 class SparkEngineConfig(BaseEngineConfig, SparkEngineSettings):
     """Spark engine component config.
@@ -60,6 +69,13 @@ class SparkEngineConfig(BaseEngineConfig, SparkEngineSettings):
             f"master={value!r} is not a Spark master URL; use one of: "
             + ", ".join(_MASTER_PATTERNS)
         )
+
+    @field_validator("app_name")
+    @classmethod
+    def _check_app_name(cls, value: str) -> str:
+        if not value.strip() or not value.isprintable():
+            raise ValueError(f"app_name={value!r} must be a non-empty, printable name")
+        return value
 
     @property
     def address(self) -> Optional[str]:

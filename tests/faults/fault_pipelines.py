@@ -154,6 +154,17 @@ def secrets_pipeline(engine: str) -> None:
     use_then_fail(engine=engine, rows=count_rows(make()))
 
 
+@step(settings={"feature_store": {"cnf": {"spark.sql.shuffle.partitions": 4}}})
+def misspelled_settings(engine: str) -> None:
+    _engine_job(engine)
+
+
+@pipeline(enable_cache=False)
+def misspelled_settings_pipeline(engine: str) -> None:
+    """A step whose engine settings hold a typo (`cnf` for `conf`)."""
+    misspelled_settings(engine=engine)
+
+
 def main() -> None:
     kind, engine, ready = sys.argv[1:4]
     if kind == "hold":
