@@ -291,7 +291,7 @@ class BaseEngine(HostedInFeatureStoreSlot):
         """Non-secret facts for step metadata: version, address, ids, dashboard URL."""
 
     def _abort_start(self) -> None:
-        """Release whatever a start that timed out left behind."""
+        """Release whatever a start that timed out (or a failed stop of a dead engine) left behind."""
 
     def _find_user_engine(self) -> Any:
         """An engine the user started by hand in this process, to attach to, or None."""
@@ -482,7 +482,11 @@ class BaseEngine(HostedInFeatureStoreSlot):
                 return
             try:
                 if bounded:
-                    _call_within(_BOUNDED_STOP_S, self._stop, live.handle, owned=live.owned)
+                    try:
+                        _call_within(_BOUNDED_STOP_S, self._stop, live.handle, owned=live.owned)
+                    except Exception:
+                        self._abort_start()  # drop what the failed stop left, so a new start is clean
+                        raise
                 else:
                     self._stop(live.handle, owned=live.owned)
             except Exception as e:  # teardown must go on for other engines

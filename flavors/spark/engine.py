@@ -200,6 +200,32 @@ class SparkEngine(BaseEngine):
             os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
             SparkEngine._set_connect_marker = False
 
+    def _is_alive(self, live: LiveEngine) -> bool:
+        session = live.handle
+        if not _is_running(session):
+            return False
+        if not self.config.is_connect:
+            from pyspark import SparkContext
+
+            process = getattr(SparkContext._gateway, "proc", None)
+            if process is not None and process.poll() is not None:
+                return False  # the driver JVM died (killed, out of memory)
+        if self.config.master.startswith(("spark://", "sc://")):
+            try:
+                _probe(self.config.master, timeout=2.0)
+            except EngineError:
+                return False
+        if self.config.master.startswith("spark://") and not self._may_have_no_executors(session):
+            # A standalone master that restarted does not know our application: the
+            # driver waits for executors forever. Ours lost them all.
+            return session.sparkContext._jsc.sc().getExecutorIds().size() > 0
+        return True
+
+    @staticmethod
+    def _may_have_no_executors(session: "SparkSession") -> bool:
+        conf = session.sparkContext.getConf()
+        return conf.get("spark.dynamicAllocation.enabled", "false").lower() == "true"
+
     def _abort_start(self) -> None:
         if "pyspark" not in sys.modules:
             return
@@ -212,6 +238,10 @@ class SparkEngine(BaseEngine):
         SparkContext._gateway = None
         SparkContext._jvm = None
         SparkContext._active_spark_context = None
+        from pyspark.sql import SparkSession
+
+        SparkSession._instantiatedSession = None  # else getOrCreate() returns the dead one
+        SparkSession._activeSession = None
 
     # ---- observability -------------------------------------------------------------
 

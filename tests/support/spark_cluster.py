@@ -24,7 +24,8 @@ class StandaloneCluster:
     processes: List[subprocess.Popen]
 
     @classmethod
-    def start(cls, timeout: float = 90.0) -> "StandaloneCluster":
+    def start(cls, timeout: float = 90.0, port: int = 0) -> "StandaloneCluster":
+        """Start a master (on `port`, or a free one) and a worker."""
         import pyspark
 
         spark_home = os.path.dirname(pyspark.__file__)
@@ -35,7 +36,7 @@ class StandaloneCluster:
             "SPARK_LOCAL_IP": "127.0.0.1",
             "PYSPARK_PYTHON": sys.executable,
         }
-        port, ui_port = free_port(), free_port()
+        port, ui_port = port or free_port(), free_port()
         master_url = f"spark://127.0.0.1:{port}"
 
         def launch(*args: str) -> subprocess.Popen:
