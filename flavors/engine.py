@@ -132,6 +132,8 @@ class LiveEngine:
     # `_describe` once per engine: it may cost round trips (Spark conf over py4j), and
     # what it reports does not change while the engine lives.
     facts: Dict[str, Any] = field(default_factory=dict)
+    # What a flavor remembers about this engine between steps (e.g. for `_is_alive`).
+    notes: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def dashboard_url(self) -> Optional[str]:

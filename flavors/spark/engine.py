@@ -85,6 +85,10 @@ def _environment(values: Dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _executor_count(session: "SparkSession") -> int:
+    return int(session.sparkContext._jsc.sc().getExecutorIds().size())
+
+
 def _is_running(session: "SparkSession") -> bool:
     context = getattr(session, "_sc", None)  # classic sessions only; Connect has no SparkContext
     if context is not None:
@@ -215,16 +219,12 @@ class SparkEngine(BaseEngine):
                 _probe(self.config.master, timeout=2.0)
             except EngineError:
                 return False
-        if self.config.master.startswith("spark://") and not self._may_have_no_executors(session):
-            # A standalone master that restarted does not know our application: the
-            # driver waits for executors forever. Ours lost them all.
-            return session.sparkContext._jsc.sc().getExecutorIds().size() > 0
+        if live.notes.get("executors", 0) > 0 and _executor_count(session) == 0:
+            # A standalone master that restarted does not know our application, and the
+            # driver waits for executors forever: it had some after an earlier step and
+            # has none now (counted only without dynamic allocation, see below).
+            return False
         return True
-
-    @staticmethod
-    def _may_have_no_executors(session: "SparkSession") -> bool:
-        conf = session.sparkContext.getConf()
-        return conf.get("spark.dynamicAllocation.enabled", "false").lower() == "true"
 
     def _abort_start(self) -> None:
         if "pyspark" not in sys.modules:
@@ -301,6 +301,14 @@ class SparkEngine(BaseEngine):
         return view
 
     def _release_step_view(self, live: LiveEngine, view: "SparkSession", step_failed: bool) -> None:
+        if self.config.master.startswith("spark://"):
+            session = live.handle
+            try:
+                dynamic = session.sparkContext.getConf().get("spark.dynamicAllocation.enabled", "false")
+                if dynamic.lower() != "true":  # with it, an idle application may have none
+                    live.notes["executors"] = _executor_count(session)
+            except Exception:  # the engine may be gone already; the next step finds out
+                live.notes.pop("executors", None)
         # A Connect child session is a server-side session of its own; a classic child
         # shares the SparkContext, so stopping it would stop the engine.
         if self.config.is_connect and view is not live.handle:

@@ -17,90 +17,61 @@ from tests.support.dask_cluster import SchedulerAndWorker
 from tests.support.spark_cluster import StandaloneCluster
 
 STARTUP_TIMEOUT_S = 10
-
-
-def _port(address: str) -> int:
-    return int(address.rsplit(":", 1)[1])
+# engine -> (cluster class, its address, the component config attaching to it)
+CLUSTERS = {
+    "dask": (SchedulerAndWorker, lambda c: c.address,
+             lambda c: {"scheduler_address": c.address, "startup_timeout_s": STARTUP_TIMEOUT_S}),
+    "spark": (StandaloneCluster, lambda c: c.master_url,
+              lambda c: {"master": c.master_url, "ui_enabled": False, "startup_timeout_s": STARTUP_TIMEOUT_S}),
+}
+CASES = [
+    pytest.param(engine, comes_back, id=f"{engine}-{'comes-back' if comes_back else 'stays-gone'}",
+                 marks=[pytest.mark.slow] if engine == "spark" else [])
+    for engine in CLUSTERS for comes_back in (True, False)
+]
 
 
 @pytest.fixture
-def own_dask_cluster():
-    """A scheduler + worker of this test's own (the test stops it), restartable on its port."""
-    clusters = [SchedulerAndWorker.start()]
+def own_clusters():
+    """Clusters of this test's own (started by the test, stopped here)."""
+    clusters = []
     yield clusters
     for cluster in clusters:
         cluster.stop()
 
 
-@pytest.mark.parametrize("comes_back", [True, False], ids=["comes-back", "stays-gone"])
-def test_dask_cluster_lost_between_steps(held, report, tmp_path, own_dask_cluster, comes_back):
-    cluster = own_dask_cluster[0]
+@pytest.mark.parametrize("engine, comes_back", CASES)
+def test_attached_cluster_lost_between_steps(held, report, tmp_path, own_clusters, engine, comes_back):
+    cluster_class, address_of, config_for = CLUSTERS[engine]
+    cluster = cluster_class.start()
+    own_clusters.append(cluster)
+    address = address_of(cluster)
     go = tmp_path / "go"
-    pipeline = held("dask", {"scheduler_address": cluster.address, "startup_timeout_s": STARTUP_TIMEOUT_S}, go=go)
+    pipeline = held(engine, config_for(cluster), go=go)
     pipeline.wait_ready()
     cluster.stop()
     if comes_back:
-        own_dask_cluster.append(SchedulerAndWorker.start(port=_port(cluster.address)))
-    released = time.time()
-    go.write_text("go")
-    try:
-        code = pipeline.process.wait(timeout=STARTUP_TIMEOUT_S + 60)
-    except Exception:
-        report("cluster-lost", "dask", hung=True)
-        raise AssertionError(f"the step hung after its cluster went away:\n{pipeline.output()}")
-    took = time.time() - released
-    report("cluster-lost", "dask", leaked=len(pipeline.processes(settle_s=10)))
-    output = pipeline.output(tail=None)
-    if comes_back:
-        # Dask's client reconnects to a scheduler back at its address by itself; if it
-        # has not yet, we connect again.
-        assert code == 0, output[-4000:]
-    else:
-        assert code != 0
-        assert "no longer answers" in output, output[-4000:]
-        assert took < STARTUP_TIMEOUT_S + 30, f"failed only after {took:.0f}s"
-        assert "Could not connect to the dask engine" in output and cluster.address in output, output[-4000:]
-    assert pipeline.processes(settle_s=10) == []  # the step process and what it started
-
-
-@pytest.fixture
-def own_spark_cluster():
-    """A Spark master + worker of this test's own (the test stops it), restartable on its port."""
-    clusters = [StandaloneCluster.start()]
-    yield clusters
-    for cluster in clusters:
-        cluster.stop()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("comes_back", [True, False], ids=["comes-back", "stays-gone"])
-def test_spark_cluster_lost_between_steps(held, report, tmp_path, own_spark_cluster, comes_back):
-    cluster = own_spark_cluster[0]
-    go = tmp_path / "go"
-    config = {"master": cluster.master_url, "ui_enabled": False, "startup_timeout_s": STARTUP_TIMEOUT_S}
-    pipeline = held("spark", config, go=go)
-    pipeline.wait_ready()
-    cluster.stop()
-    if comes_back:
-        own_spark_cluster.append(StandaloneCluster.start(port=_port(cluster.master_url)))
+        own_clusters.append(cluster_class.start(port=int(address.rsplit(":", 1)[1])))
     released = time.time()
     go.write_text("go")
     try:
         code = pipeline.process.wait(timeout=STARTUP_TIMEOUT_S + 90)
     except Exception:
-        report("cluster-lost", "spark", hung=True)
+        report("cluster-lost", engine, hung=True)
         raise AssertionError(f"the step hung after its cluster went away:\n{pipeline.output()}")
     took = time.time() - released
-    report("cluster-lost", "spark", leaked=len(pipeline.processes(settle_s=15)))
+    left = pipeline.processes(settle_s=15)
+    report("cluster-lost", engine, leaked=len(left))
     output = pipeline.output(tail=None)
-    assert "no longer answers" in output, output[-4000:]
     if comes_back:
+        # We connect again (Dask's client may even have reconnected by itself).
         assert code == 0, output[-4000:]
     else:
         assert code != 0
+        assert "no longer answers" in output, output[-4000:]
         assert took < STARTUP_TIMEOUT_S + 60, f"failed only after {took:.0f}s"
-        assert "Could not connect to the spark engine" in output and cluster.master_url in output, output[-4000:]
-    assert pipeline.processes(settle_s=15) == []
+        assert f"Could not connect to the {engine} engine" in output and address in output, output[-4000:]
+    assert left == []  # the step process and what it started
 
 
 def test_an_owned_spark_driver_killed_between_steps_is_started_again(held, report, tmp_path):
