@@ -485,7 +485,7 @@ class BaseEngine(HostedInFeatureStoreSlot):
             try:
                 if bounded:
                     try:
-                        _call_within(_BOUNDED_STOP_S, self._stop, live.handle, owned=live.owned)
+                        _call_within(_BOUNDED_STOP_S, f"{self.kind}-stop", self._stop, live.handle, owned=live.owned)
                     except Exception:
                         self._abort_start()  # drop what the failed stop left, so a new start is clean
                         raise
@@ -506,54 +506,47 @@ class BaseEngine(HostedInFeatureStoreSlot):
         """Run a start/connect callable, failing with the address after `startup_timeout_s`."""
         timeout = self.config.startup_timeout_s
         where = self.address or "an embedded engine"
-        outcome: Dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                outcome["handle"] = start(settings)
-            except BaseException as e:  # handed to the caller's thread
-                outcome["error"] = e
-
-        worker = threading.Thread(target=run, name=f"{self.kind}-start", daemon=True)
-        worker.start()
-        worker.join(timeout)
-        if worker.is_alive():
+        try:
+            return _call_within(timeout, f"{self.kind}-start", start, settings)
+        except _DeadlinePassed:
             self._abort_start()
             raise EngineError(
                 f"Could not {verb} the {self.kind} engine of '{self.name}' at {where} within "
                 f"startup_timeout_s={timeout:g}s. Check that it is running and reachable."
-            )
-        if "error" in outcome:
+            ) from None
+        except BaseException as e:  # the start's own error, handed to this thread
             self._abort_start()
-            raise EngineError(
-                f"Could not {verb} the {self.kind} engine of '{self.name}' at {where}: "
-                f"{outcome['error']}"
-            ) from outcome["error"]
-        return outcome["handle"]
+            raise EngineError(f"Could not {verb} the {self.kind} engine of '{self.name}' at {where}: {e}") from e
 
 
 
 _BOUNDED_STOP_S = 10.0
 
 
-def _call_within(timeout_s: float, function: Any, *args: Any, **kwargs: Any) -> None:
-    """Call `function` on a daemon thread; raise TimeoutError if it has not returned in
-    `timeout_s` (it is left to finish or to die with the process)."""
-    outcome: Dict[str, BaseException] = {}
+class _DeadlinePassed(Exception):
+    """`_call_within` gave up waiting (distinct from any TimeoutError the call raises)."""
+
+
+def _call_within(timeout_s: float, thread_name: str, function: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call `function` on a daemon thread and return its result; raise what it raised, or
+    `_DeadlinePassed` if it has not returned in `timeout_s` (it is left to finish or to die
+    with the process)."""
+    outcome: Dict[str, Any] = {}
 
     def run() -> None:
         try:
-            function(*args, **kwargs)
-        except BaseException as e:
+            outcome["result"] = function(*args, **kwargs)
+        except BaseException as e:  # handed to the caller's thread
             outcome["error"] = e
 
-    worker = threading.Thread(target=run, name="engine-stop", daemon=True)
+    worker = threading.Thread(target=run, name=thread_name, daemon=True)
     worker.start()
     worker.join(timeout_s)
     if worker.is_alive():
-        raise TimeoutError(f"gave up after {timeout_s:g}s")
+        raise _DeadlinePassed(f"gave up after {timeout_s:g}s")
     if "error" in outcome:
         raise outcome["error"]
+    return outcome["result"]
 
 
 class BaseEngineFlavor(BaseFeatureStoreFlavor):
