@@ -26,6 +26,22 @@ import pytest  # noqa: E402
 from tests.support import zenml_env  # noqa: E402
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test whose pipeline failed also reports what the failing steps raised."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed or call.excinfo is None:
+        return
+    if "Pipeline run has failed" not in str(call.excinfo.value):
+        return
+    try:
+        errors = zenml_env.failed_step_errors()
+    except Exception as error:  # the report must never hide the test's own failure
+        errors = f"(could not read the failed steps: {error!r})"
+    report.sections.append(("failed steps", errors))
+
+
 @pytest.fixture(scope="session")
 def zen():
     """The isolated ZenML client with our flavors registered."""

@@ -164,3 +164,23 @@ def manifest_of(artifact: Any) -> Any:
 def step_metadata(run: Any, step: str) -> Dict[str, Any]:
     return run.steps[step].run_metadata.get("compute_engine", {})
 
+
+
+def failed_step_errors(limit_chars: int = 4000) -> str:
+    """The exception of every failed step of the newest pipeline run, for a test's report.
+
+    A pipeline that fails raises only "failure in step(s): x" in the test; the step's own
+    error (say, an engine's connection error) is in the run's records.
+    """
+    from zenml.client import Client
+
+    runs = Client().list_pipeline_runs(sort_by="desc:created", size=1, hydrate=True)
+    lines = []
+    for run in runs.items:
+        for name, step in run.steps.items():
+            info = step.exception_info
+            if str(step.status) != "failed" or info is None:
+                continue
+            lines.append(f"--- run {run.name}, step {name}: {info.message}")
+            lines.append(info.traceback[-limit_chars:])
+    return "\n".join(lines)
