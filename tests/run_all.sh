@@ -12,9 +12,9 @@ ray_tests=tests/integration/test_ray_engine.py
 # The BigQuery emulator lives in a venv of its own (.venv-bqemu), created once here.
 "$python" -c "from examples._bqemulator import ensure_venv; ensure_venv()" || exit 1
 
-"$python" -m pytest -q -ra --ignore="$ray_tests" "$@"
+"$python" -m pytest -q -ra --durations=25 --ignore="$ray_tests" "$@"
 first=$?
-"$python" -m pytest -q -ra "$ray_tests" "$@"
+"$python" -m pytest -q -ra --durations=10 "$ray_tests" "$@"
 second=$?
 
 for status in "$first" "$second"; do

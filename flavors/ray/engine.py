@@ -22,6 +22,13 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # time into `ray._private.ray_constants.ENABLE_RAY_CLUSTER`.
 _CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 _RAY_DAEMONS = ("raylet", "gcs_server")
+# A Ray Client server forks a "specific server" per driver from a process busy in gRPC, and
+# now and then the child dies at birth (ray-project/ray#63202, open in Ray 2.x): the driver
+# sees this message, and a second connection usually gets a healthy child.
+_CLIENT_SPAWN_FAILED = "Starting Ray client server failed"
+_CLIENT_SPAWN_ATTEMPTS = 3
+
+logger = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -194,6 +201,26 @@ def _init_on_driver_thread(init: Any) -> Any:
     return context
 
 
+def _init_retrying_client_spawn(init: Any, address: str, attempt: "_Attempt") -> Any:
+    """`_init_on_driver_thread(init)` for a Ray Client address, tried again when the
+    server failed to start our driver's session (a race inside Ray's client server),
+    unless the core gave up on this connect already (`startup_timeout_s` bounds it all)."""
+    number = 0
+    while True:
+        number += 1
+        try:
+            return _init_on_driver_thread(init)
+        except Exception as e:
+            if _CLIENT_SPAWN_FAILED not in str(e) or attempt.abandoned or number == _CLIENT_SPAWN_ATTEMPTS:
+                raise
+            logger.warning(
+                "The Ray Client server at %s failed to start a session for this driver "
+                "(attempt %d of %d, a known Ray race: ray-project/ray#63202); connecting again.",
+                address, number, _CLIENT_SPAWN_ATTEMPTS,
+            )
+            _shutdown_ray()  # drop what the failed connect left in ray.util.client
+
+
 def _shutdown_ray() -> None:
     """`ray.shutdown()`, then let the driver thread go (after Ray's daemons are stopped)."""
     global _DRIVER
@@ -292,7 +319,7 @@ class RayEngine(BaseEngine):
                 )
 
         try:
-            context = _init_on_driver_thread(init)
+            context = _init_retrying_client_spawn(init, address, attempt) if is_client else _init_on_driver_thread(init)
         except Exception as e:
             if "InvalidAuthToken" in str(e) or "uthentication" in type(e).__name__:
                 raise EngineError(

@@ -341,7 +341,9 @@ def test_attached_cluster_refuses_a_differing_runtime_env(ray_cluster, ray_stack
 
 @pytest.mark.slow
 def test_ray_client_address_runs_tasks_and_dataset_artifacts(ray_cluster, ray_stack):
-    ray_stack(address=ray_cluster.client_address, startup_timeout_s=60)
+    # The default startup_timeout_s leaves room for the engine to connect again when the
+    # server fails to spawn our session, which takes Ray ~40 s to report (see the engine).
+    ray_stack(address=ray_cluster.client_address)
     # The Dataset artifacts are written and read by tasks on the cluster (Ray Data cannot
     # execute on a Ray Client driver); step code does the same (summarize_in_task).
     rp.client_dataset_pipeline(n=50)

@@ -143,3 +143,61 @@ def test_flavor_modules_import_no_ray():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
+
+
+# ---- Ray Client: a session the server failed to spawn is asked for again ---------------
+
+
+def _spawn_failure() -> ConnectionAbortedError:
+    # The message a driver gets when the server's forked specific server died at birth.
+    return ConnectionAbortedError(
+        "Initialization failure from server:\nRuntimeError: Starting Ray client server failed. "
+        "See ray_client_server_23000.err for detailed logs."
+    )
+
+
+def _failing(times: int, error: Exception, calls: list):
+    def init():
+        calls.append(1)
+        if len(calls) <= times:
+            raise error
+        return "context"
+
+    return init
+
+
+def test_client_connect_retries_a_session_the_server_failed_to_spawn(monkeypatch):
+    from flavors.ray import engine
+
+    monkeypatch.setattr(engine, "_shutdown_ray", lambda: None)
+    calls: list = []
+    init = _failing(engine._CLIENT_SPAWN_ATTEMPTS - 1, _spawn_failure(), calls)
+    assert engine._init_retrying_client_spawn(init, "ray://h:10001", engine._Attempt()) == "context"
+    assert len(calls) == engine._CLIENT_SPAWN_ATTEMPTS
+
+
+def test_client_connect_gives_up_after_the_last_attempt_and_on_other_errors(monkeypatch):
+    from flavors.ray import engine
+
+    monkeypatch.setattr(engine, "_shutdown_ray", lambda: None)
+    calls: list = []
+    with pytest.raises(ConnectionAbortedError, match="Starting Ray client server failed"):
+        engine._init_retrying_client_spawn(_failing(99, _spawn_failure(), calls), "ray://h:1", engine._Attempt())
+    assert len(calls) == engine._CLIENT_SPAWN_ATTEMPTS
+
+    calls.clear()
+    with pytest.raises(ConnectionError, match="refused"):
+        engine._init_retrying_client_spawn(_failing(99, ConnectionError("refused"), calls), "ray://h:1", engine._Attempt())
+    assert len(calls) == 1
+
+
+def test_client_connect_stops_retrying_once_the_core_gave_up(monkeypatch):
+    from flavors.ray import engine
+
+    monkeypatch.setattr(engine, "_shutdown_ray", lambda: None)
+    attempt = engine._Attempt()
+    attempt.abandoned = True  # startup_timeout_s passed while the first connect ran
+    calls: list = []
+    with pytest.raises(ConnectionAbortedError):
+        engine._init_retrying_client_spawn(_failing(99, _spawn_failure(), calls), "ray://h:1", attempt)
+    assert len(calls) == 1
