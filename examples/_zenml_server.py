@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # imported from a 
 
 from tests.support.ports import free_port  # noqa: E402
 
-_CLI = [sys.executable, "-c", "import sys; from zenml_cli import cli; sys.exit(cli())"]
+# The `zenml` script of this interpreter's environment (its module moved between releases).
+_CLI = [str(Path(sys.executable).with_name("zenml"))]
 
 
 class LocalZenMLServer:

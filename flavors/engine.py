@@ -583,7 +583,8 @@ def register_engine_materializers() -> None:
             importlib.import_module(materializer_module)
 
 
-_TERMINAL_FAILURES = {ExecutionStatus.FAILED, ExecutionStatus.STOPPED, ExecutionStatus.CANCELLED}
+# CANCELLED exists from ZenML 0.95 on.
+_TERMINAL_FAILURES = {s for s in ExecutionStatus if s.name in ("FAILED", "STOPPED", "CANCELLED")}
 
 
 def _run_is_over(info: Any) -> bool:

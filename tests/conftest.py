@@ -119,6 +119,9 @@ def bq_emulator():
 def s3_server():
     """moto's S3 server on 127.0.0.1, once per session."""
     from tests.support.object_stores import S3Server
+    from tests.support.versions import skip_without_zenml_s3_endpoints
+
+    skip_without_zenml_s3_endpoints()
 
     server = S3Server()
     yield server

@@ -22,10 +22,12 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # time into `ray._private.ray_constants.ENABLE_RAY_CLUSTER`.
 _CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 _RAY_DAEMONS = ("raylet", "gcs_server")
-# A Ray Client server forks a "specific server" per driver from a process busy in gRPC, and
-# now and then the child dies at birth (ray-project/ray#63202, open in Ray 2.x): the driver
-# sees this message, and a second connection usually gets a healthy child.
-_CLIENT_SPAWN_FAILED = "Starting Ray client server failed"
+# A Ray Client server starts a "specific server" process per driver, and now and then that
+# start fails on the server's side: the child dies at birth when forked from a process busy
+# in gRPC (ray-project/ray#63202), or the server trips over an exited child while it looks
+# it up (psutil.ZombieProcess). The driver gets this message; a second connection usually
+# gets a healthy session.
+_CLIENT_SPAWN_FAILED = "Initialization failure from server"
 _CLIENT_SPAWN_ATTEMPTS = 3
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import pytest
 from tests.support.dask_cluster import SchedulerAndWorker
 from tests.support.spark_cluster import StandaloneCluster
 
-STARTUP_TIMEOUT_S = 10
+STARTUP_TIMEOUT_S = 30  # a Spark driver JVM takes 7-9 s to start on an idle 2-core machine
 # engine -> (cluster class, its address, the component config attaching to it)
 CLUSTERS = {
     "dask": (SchedulerAndWorker, lambda c: c.address,

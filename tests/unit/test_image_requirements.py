@@ -7,17 +7,21 @@ Docker daemon (there is none here); these tests read what it would install.
 from __future__ import annotations
 
 import uuid
+from importlib.metadata import version
 
 import pytest
 
 from tests.support import zenml_env
 
+# The image gets the engine library at the version installed here (the one the user's
+# cluster matches), with the extras our package asks for.
 ENGINES = {
-    "spark": ({"master": "local[2]"}, "pyspark[connect]==4.3.0", ["openjdk-17-jre-headless"]),
-    "dask": ({}, "dask[dataframe,distributed]>=2025.1", []),
-    "ray": ({}, "ray[data,default]>=2.40", []),
-    "bigquery": ({"project": "acme-analytics"}, "google-cloud-bigquery>=3.20", []),
+    "spark": ({"master": "local[2]"}, f"pyspark[connect]=={version('pyspark')}", ["openjdk-17-jre-headless"]),
+    "dask": ({}, f"dask[dataframe,distributed]=={version('dask')}", []),
+    "ray": ({}, f"ray[data,default]=={version('ray')}", []),
+    "bigquery": ({"project": "acme-analytics"}, f"google-cloud-bigquery=={version('google-cloud-bigquery')}", []),
 }
+BASE = {f"pyarrow=={version('pyarrow')}", f"fsspec=={version('fsspec')}"}
 
 
 def _image(stack_model):
@@ -43,7 +47,7 @@ def test_the_image_installs_what_each_engine_needs(zen, engine):
     config, library, apt = ENGINES[engine]
     requirements, dockerfile = _image(zenml_env.register_engine_stack(engine, config))
     assert library in requirements
-    assert {"pyarrow>=15", "fsspec>=2024.1"} <= requirements
+    assert BASE <= requirements
     assert not any(line.startswith(("zenml-compute-engines", "zenml=")) for line in requirements)
     for package in apt:
         assert "apt-get install" in dockerfile and package in dockerfile
@@ -61,5 +65,22 @@ def test_a_bundle_image_installs_every_members_needs(zen):
                                    configuration=ENGINES[engine][0])
         names.append(name)
     requirements, dockerfile = _image(zenml_env.register_engine_stack("engines", {"engines": names}))
-    assert {"pyspark[connect]==4.3.0", "google-cloud-bigquery>=3.20"} <= requirements
+    assert {ENGINES["spark"][1], ENGINES["bigquery"][1]} <= requirements
     assert "openjdk-17-jre-headless" in dockerfile
+
+
+def test_requirements_fall_back_to_our_range_when_the_local_version_is_absent_or_outside(monkeypatch):
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+
+    from flavors.requirements import _pinned_to_local
+
+    def fake_version(name):
+        if name == "pyspark":
+            return "3.4.1"  # below our range: the image must not get it
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", fake_version)
+    assert str(_pinned_to_local(Requirement("pyspark[connect]>=3.5,<5"))) == "pyspark[connect]<5,>=3.5"
+    assert str(_pinned_to_local(Requirement("ray[data]>=2.40"))) == "ray[data]>=2.40"

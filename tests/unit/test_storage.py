@@ -23,6 +23,7 @@ from flavors.storage import (
     spark_conf_for_artifact_store,
     spark_path,
 )
+from tests.support.versions import skip_without_zenml_s3_endpoints
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 P = "spark.hadoop.fs.s3a."
@@ -280,6 +281,7 @@ def _component_kwargs(flavor):
 
 
 def test_real_zenml_s3_artifact_store():
+    skip_without_zenml_s3_endpoints()
     from zenml.integrations.s3.artifact_stores.s3_artifact_store import S3ArtifactStore
     from zenml.integrations.s3.flavors.s3_artifact_store_flavor import S3ArtifactStoreConfig
 
