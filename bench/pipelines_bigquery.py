@@ -10,8 +10,6 @@ Both second steps run the same `COUNT(*)`; both use the stack's client, which re
 over the Storage Read API (the fastest way the naive pattern has).
 """
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import pandas as pd

@@ -17,8 +17,6 @@ bench/pipelines_spark.py): `COMPONENT_CONFIG`, `reuse_pipeline(mode, steps, rows
   ours  - `flavors.dask_client()`: the engine component of the active stack (same sizing)
 """
 
-from __future__ import annotations
-
 import time
 from typing import Any, Dict, List, Optional
 

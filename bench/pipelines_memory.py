@@ -4,8 +4,6 @@ Each step reduces the data on its own engine's workers; only the dataset artifac
 between them, so the pipeline process should hold as much memory for 1M rows as for 20M.
 """
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import dask.dataframe as dd

@@ -25,8 +25,6 @@ task is defined inside the step, so cloudpickle ships it by value and Ray's work
 never import this module (or zenml).
 """
 
-from __future__ import annotations
-
 import time
 from typing import Any, Dict, List, Optional
 

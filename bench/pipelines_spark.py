@@ -13,8 +13,6 @@ and optionally `EXTRA_TIMERS()`.
   ours  - `flavors.spark_session()`: the engine component of the active stack
 """
 
-from __future__ import annotations
-
 import time
 from typing import Any, Dict, List
 

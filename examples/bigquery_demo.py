@@ -14,8 +14,6 @@ To run against BigQuery, set BQ_PROJECT (and BQ_LOCATION) with credentials in pl
 `--service_account_json='{{secret.key}}'`); BQ_API_ENDPOINT points at another emulator.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 from pathlib import Path

@@ -17,8 +17,6 @@ prints the result, the engine it used and where the artifacts are. On a cluster:
 and a stack with `-f dask_prod`; the steps stay the same.
 """
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 from typing import Annotated

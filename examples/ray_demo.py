@@ -17,8 +17,6 @@ the engine it used and where the artifacts are. On a cluster:
 `ray://<head>:10001`) and a stack with `-f ray_prod`; the steps stay the same.
 """
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Dict, List

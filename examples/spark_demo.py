@@ -5,8 +5,6 @@ It registers the `spark` flavor, a `spark_local` component and a `spark_local` s
 (idempotently), runs the pipeline, and prints the result and where the artifacts are.
 """
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 

@@ -16,8 +16,6 @@ ran. The commands a user types for the two stacks are in the README.
     python examples/switch_stacks.py
 """
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Dict

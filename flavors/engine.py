@@ -34,6 +34,14 @@ from zenml.feature_stores.base_feature_store import (
 from zenml.logger import get_logger
 from zenml.steps.step_context import StepContext
 
+
+def current_step_context() -> Optional[StepContext]:
+    """The running step's context, or None outside a step (`current_step_context()` arrived in
+    ZenML 0.91; before it the singleton is asked whether it exists)."""
+    if hasattr(StepContext, "get"):
+        return StepContext.get()
+    return StepContext() if StepContext._exists() else None  # type: ignore[call-arg]
+
 logger = get_logger(__name__)
 
 # The ZenML slot that hosts engines. Changing host type is this line plus the three
@@ -334,7 +342,7 @@ class BaseEngine(HostedInFeatureStoreSlot):
         Starts an owned engine or connects to an attached one on first use, reuses it
         according to `reuse`, and applies the step's settings.
         """
-        context = StepContext.get()
+        context = current_step_context()
         settings = self._step_settings(context.step_run) if context is not None else self.config
         with _LOCK:
             live = _LIVE.get(self.id)
@@ -413,7 +421,7 @@ class BaseEngine(HostedInFeatureStoreSlot):
 
     def cleanup_step_run(self, info: Any, step_failed: bool) -> None:
         """Defer teardown until after the step's outputs are saved."""
-        context = StepContext.get()
+        context = current_step_context()
         if context is None:
             self._end_of_step(info, step_failed)
         else:

@@ -70,9 +70,9 @@ def _missing_connector(error: BaseException) -> bool:
 
 def _tell_the_step(key: str, via: str) -> None:
     """Record on the running step (if any) which way Spark moved a dataset's files."""
-    from zenml.steps.step_context import StepContext
+    from flavors.engine import current_step_context
 
-    if StepContext.get() is None:
+    if current_step_context() is None:
         return
     from zenml import log_metadata
 

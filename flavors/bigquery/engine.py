@@ -19,7 +19,7 @@ from zenml.steps.step_context import StepContext
 from flavors.bigquery import credentials
 from flavors.bigquery.flavor import GOOGLE_ENDPOINT, BigQueryEngineConfig, BigQueryEngineSettings
 from flavors.bigquery.names import label_value
-from flavors.engine import BaseEngine, EngineError, LiveEngine
+from flavors.engine import BaseEngine, EngineError, LiveEngine, current_step_context
 
 if TYPE_CHECKING:
     from flavors.bigquery.client import EngineClient, JobPolicy
@@ -133,7 +133,7 @@ class BigQueryEngine(BaseEngine):
 
     def _step_view(self, live: LiveEngine, settings: BigQueryEngineSettings) -> "EngineClient":
         client = live.handle.client
-        context = StepContext.get()
+        context = current_step_context()
         if context is not None:
             client.begin_step(self._policy(settings, context))
         return client

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from zenml.logger import get_logger
-from zenml.steps.step_context import StepContext
 
-from flavors.engine import BaseEngine, EngineError, LiveEngine, live_engines
+from flavors.engine import BaseEngine, EngineError, LiveEngine, current_step_context, live_engines
 from flavors.dask.flavor import DaskEngineConfig, DaskEngineSettings
 
 if TYPE_CHECKING:
@@ -266,7 +265,7 @@ class DaskEngine(BaseEngine):
         if settings.resources:
             annotations["resources"] = dict(settings.resources)
             self._check_resources(client, settings.resources)
-        context = StepContext.get()
+        context = current_step_context()
         if annotations and context is not None:
             import dask
 
@@ -358,6 +357,6 @@ def step_client(start: bool) -> Optional["Client"]:
     except EngineError:
         return None
     live = live_engines().get(engine.id)
-    if StepContext.get() is not None and (start or live is not None):
+    if current_step_context() is not None and (start or live is not None):
         return engine.session()
     return live.handle.client if live is not None else None

@@ -7,8 +7,6 @@ Run one in a process of its own with `python -m tests.faults.fault_pipelines hol
 session's ZenML store (inherited through ZENML_CONFIG_PATH).
 """
 
-from __future__ import annotations
-
 import os
 import sys
 import time

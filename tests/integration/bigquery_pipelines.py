@@ -1,7 +1,5 @@
 """BigQuery pipelines the integration tests run (under the source root, so ZenML can load their steps)."""
 
-from __future__ import annotations
-
 import json
 import os
 import time

@@ -1,7 +1,5 @@
 """Pipelines whose steps use two engines of one bundle (tests/integration/test_bundle.py)."""
 
-from __future__ import annotations
-
 import os
 from typing import Annotated, Any, Dict
 

@@ -4,8 +4,6 @@ Run by tests/integration/test_datasets.py, each pipeline in a process of its own
 engine per process, as in production), on the stack named by ZENML_ACTIVE_STACK_ID.
 """
 
-from __future__ import annotations
-
 import datetime
 import decimal
 import sys

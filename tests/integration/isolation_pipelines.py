@@ -3,8 +3,6 @@
 second, in a fresh process with a fresh engine, reads it with its own engine.
 Each step returns its process id so the test can tell the processes apart."""
 
-from __future__ import annotations
-
 import os
 from typing import Annotated, Any, Dict, Tuple
 

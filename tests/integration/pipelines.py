@@ -1,7 +1,5 @@
 """Pipelines the integration tests run (a module under the source root, so ZenML can load its steps)."""
 
-from __future__ import annotations
-
 import os
 import time
 

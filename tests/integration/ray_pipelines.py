@@ -4,8 +4,6 @@ Functions shipped to Ray workers are defined inside the steps: cloudpickle sends
 value, so workers of an attached cluster need not import this module (and zenml).
 """
 
-from __future__ import annotations
-
 import os
 import time
 import urllib.error

@@ -2,8 +2,6 @@
 tests/faults/test_interrupted_save.py): the engine computes each partition slowly while the
 artifact is written."""
 
-from __future__ import annotations
-
 import time
 from typing import Annotated
 

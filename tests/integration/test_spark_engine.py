@@ -1,7 +1,5 @@
 """The Spark engine through ZenML's real hook path on a real local Spark and a standalone cluster."""
 
-from __future__ import annotations
-
 import os
 import posixpath
 import signal

@@ -178,7 +178,7 @@ def failed_step_errors(limit_chars: int = 4000) -> str:
     lines = []
     for run in runs.items:
         for name, step in run.steps.items():
-            info = step.exception_info
+            info = getattr(step, "exception_info", None)  # recorded from ZenML 0.91 on
             if str(step.status) != "failed" or info is None:
                 continue
             lines.append(f"--- run {run.name}, step {name}: {info.message}")

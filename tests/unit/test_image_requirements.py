@@ -78,9 +78,9 @@ def test_requirements_fall_back_to_our_range_when_the_local_version_is_absent_or
 
     def fake_version(name):
         if name == "pyspark":
-            return "3.4.1"  # below our range: the image must not get it
+            return "4.2.0"  # below our range: the image must not get it
         raise importlib.metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(importlib.metadata, "version", fake_version)
-    assert str(_pinned_to_local(Requirement("pyspark[connect]>=3.5,<5"))) == "pyspark[connect]<5,>=3.5"
+    assert str(_pinned_to_local(Requirement("pyspark[connect]>=4.3,<5"))) == "pyspark[connect]<5,>=4.3"
     assert str(_pinned_to_local(Requirement("ray[data]>=2.40"))) == "ray[data]>=2.40"
