@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any, Dict, Iterator, Optional, Set
 
 from flavors.engine import BaseEngine, EngineError, LiveEngine, live_engines
+from flavors.ray import reaper
 from flavors.ray.flavor import RayEngineConfig, RayEngineSettings, RayRuntime, _canonical, parse_address
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -234,6 +235,7 @@ def _shutdown_ray() -> None:
         driver, _DRIVER = _DRIVER, None
         if driver is not None:
             driver.release()
+        reaper.release()
 
 
 class _Attempt:
@@ -301,6 +303,7 @@ class RayEngine(BaseEngine):
                 )
 
         context = _init_on_driver_thread(init)
+        reaper.watch(os.getpid())  # ends Ray's agents should this process die unannounced
         return self._finish(attempt, context, "owned", settings)
 
     def _connect(self, settings: RayEngineSettings) -> RayRuntime:

@@ -41,6 +41,9 @@ class HeldPipeline:
     marker: str
     stack_id: str
     started: float = field(default_factory=time.time)
+    # Every process seen so far (pid -> start time): found again after its parent died
+    # even when its environment can no longer be read (see processes_marked).
+    seen: Dict[int, float] = field(default_factory=dict)
 
     def wait_ready(self, timeout_s: float = 180) -> None:
         deadline = time.time() + timeout_s
@@ -49,7 +52,7 @@ class HeldPipeline:
         assert self.ready.exists(), f"the {self.engine} step never became ready:\n{self.output()}"
 
     def processes(self, settle_s: float = 0.0) -> List[Any]:
-        return zenml_env.processes_marked(MARK, self.marker, settle_s=settle_s)
+        return zenml_env.processes_marked(MARK, self.marker, settle_s=settle_s, known=self.seen)
 
     def seconds_until_no_process(self, since: float, limit_s: float) -> Optional[float]:
         """Seconds from `since` until no marked process is left; None if some outlive `limit_s`."""

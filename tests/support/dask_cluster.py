@@ -19,6 +19,8 @@ from typing import Any, Dict, List, Optional, Set
 
 import psutil
 
+from tests.support import ports
+
 ROOT = Path(__file__).resolve().parents[2]
 DASK = str(Path(sys.executable).with_name("dask"))
 
@@ -60,7 +62,7 @@ def listening_ips(pid: Optional[int] = None) -> List[str]:
     ips = []
     for proc in [root, *root.children(recursive=True)]:
         try:
-            ips.extend(c.laddr.ip for c in proc.net_connections("inet") if c.status == psutil.CONN_LISTEN)
+            ips.extend(ports.listening_ips(proc))
         except psutil.NoSuchProcess:
             pass
     return ips
@@ -73,11 +75,13 @@ def is_dask_worker_process(proc: psutil.Process) -> bool:
     multiprocessing resource tracker (which exits with its parent and is not Dask's).
     """
     try:
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
         cmdline = " ".join(proc.cmdline())
-        return (
-            proc.name().startswith("python")
-            and proc.status() != psutil.STATUS_ZOMBIE
-            and ("multiprocessing.spawn" in cmdline or "distributed" in cmdline or " dask " in f" {cmdline} ")
+        if cmdline.startswith("dask worker ["):
+            return True  # retitled by distributed when setproctitle is installed
+        return proc.name().startswith("python") and (
+            "multiprocessing.spawn" in cmdline or "distributed" in cmdline or " dask " in f" {cmdline} "
         )
     except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
         return False

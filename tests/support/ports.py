@@ -17,3 +17,12 @@ def is_loopback(ip: str) -> bool:
     address = ipaddress.ip_address(ip)
     mapped = getattr(address, "ipv4_mapped", None)
     return (mapped or address).is_loopback
+
+
+def listening_ips(process) -> list:
+    """The IPs `process` (a psutil.Process) listens on over TCP/UDP."""
+    import psutil
+
+    # net_connections() is psutil 6's name; ZenML 0.90's server extra pins psutil < 6.
+    sockets = process.net_connections("inet") if hasattr(process, "net_connections") else process.connections("inet")
+    return [c.laddr.ip for c in sockets if c.status == psutil.CONN_LISTEN]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import posixpath
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, NamedTuple, Optional
 
 import psutil
 
@@ -102,24 +104,61 @@ def descendants(names: List[str], pid: int | None = None) -> List[psutil.Process
     return found
 
 
-def processes_marked(key: str, value: str, settle_s: float = 0.0) -> List[psutil.Process]:
+def processes_marked(
+    key: str, value: str, settle_s: float = 0.0, known: Optional[Dict[int, float]] = None
+) -> List[psutil.Process]:
     """Live processes other than this one whose environment has `key=value`: everything a
     process started with that variable started in turn, orphans included.
 
-    `settle_s` gives processes already on their way out that long to exit.
+    A process that retitles itself (a Dask worker with setproctitle installed) overwrites
+    the memory its environment is read from; it is found as a descendant of a marked
+    process and, with `known` (pid -> start time, filled in by each call), after its
+    parent died. `settle_s` gives processes already on their way out that long to exit.
     """
     deadline = time.time() + settle_s
     while True:
-        found = []
-        for proc in psutil.process_iter():
-            try:
-                if proc.pid != os.getpid() and proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get(key) == value:
-                    found.append(proc)
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                pass
+        found = _marked_now(key, value, known)
         if not found or time.time() >= deadline:
             return found
         time.sleep(0.5)
+
+
+def _marked_now(key: str, value: str, known: Optional[Dict[int, float]]) -> List[psutil.Process]:
+    found: Dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get(key) == value:
+                found[proc.pid] = proc
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    candidates = [child for proc in list(found.values()) for child in _children(proc)]
+    for pid, started in (known or {}).items():
+        try:
+            proc = psutil.Process(pid)
+            if proc.create_time() == started:
+                candidates.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    for proc in candidates:
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                found.setdefault(proc.pid, proc)
+        except psutil.NoSuchProcess:
+            pass
+    if known is not None:
+        for proc in found.values():
+            try:
+                known.setdefault(proc.pid, proc.create_time())
+            except psutil.NoSuchProcess:
+                pass
+    return list(found.values())
+
+
+def _children(proc: psutil.Process) -> List[psutil.Process]:
+    try:
+        return proc.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
 
 
 # Main classes of the JVMs the session fixtures start (kept running across tests). Our
@@ -166,6 +205,40 @@ def step_metadata(run: Any, step: str) -> Dict[str, Any]:
 
 
 
+class StepError(NamedTuple):
+    message: str
+    traceback: str
+
+    def __str__(self) -> str:
+        return f"{self.message}\n{self.traceback}"
+
+
+def step_error(step: Any) -> Optional[StepError]:
+    """What a failed step raised (None when it did not fail).
+
+    ZenML records it on the step run from 0.91 on; 0.90 keeps it only in the step's
+    stored logs (JSON lines: "Failed to run step `x`: <message>", then the traceback).
+    """
+    info = getattr(step, "exception_info", None)
+    if info is not None:
+        return StepError(info.message, info.traceback)
+    if hasattr(step, "exception_info") or str(step.status) != "failed" or step.logs is None:
+        return None
+    from zenml.io import fileio
+
+    uri = step.logs.uri
+    paths = [posixpath.join(uri, name) for name in sorted(fileio.listdir(uri))] if fileio.isdir(uri) else [uri]
+    records = []
+    for path in paths:
+        with fileio.open(path, "r") as file:
+            records.extend(json.loads(line) for line in file if line.startswith("{"))
+    prefix = f"Failed to run step `{step.name}`: "
+    message = next((r["message"][len(prefix):] for r in records if r["message"].startswith(prefix)), "")
+    # The step's exception is logged last; engines may log tracebacks of their own before.
+    traceback = next((r["message"] for r in reversed(records) if "Traceback (most recent call last)" in r["message"]), "")
+    return StepError(message, traceback)
+
+
 def failed_step_errors(limit_chars: int = 4000) -> str:
     """The exception of every failed step of the newest pipeline run, for a test's report.
 
@@ -178,9 +251,8 @@ def failed_step_errors(limit_chars: int = 4000) -> str:
     lines = []
     for run in runs.items:
         for name, step in run.steps.items():
-            info = getattr(step, "exception_info", None)  # recorded from ZenML 0.91 on
-            if str(step.status) != "failed" or info is None:
-                continue
-            lines.append(f"--- run {run.name}, step {name}: {info.message}")
-            lines.append(info.traceback[-limit_chars:])
+            error = step_error(step)
+            if error is not None:
+                lines.append(f"--- run {run.name}, step {name}: {error.message}")
+                lines.append(error.traceback[-limit_chars:])
     return "\n".join(lines)
