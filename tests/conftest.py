@@ -83,6 +83,30 @@ def spark_cluster():
 
 
 @pytest.fixture(scope="session")
+def other_spark():
+    """A Spark release of another line than this environment's pyspark (its home and version).
+
+    tests/run_all.sh passes the other test venv's pyspark as OTHER_SPARK_HOME (Spark 3.5 to
+    the newest venv's session, the newest to the oldest's).
+    """
+    import glob
+    import types
+
+    import pyspark
+
+    home = os.environ.get("OTHER_SPARK_HOME", "")
+    if not home:
+        pytest.skip("OTHER_SPARK_HOME is unset: run through tests/run_all.sh, which provides it")
+    jars = glob.glob(os.path.join(home, "jars", "spark-core_*.jar"))
+    assert jars, f"OTHER_SPARK_HOME={home} holds no jars/spark-core_*.jar"
+    version = jars[0].rsplit("-", 1)[1].removesuffix(".jar")
+    assert version.split(".")[:2] != pyspark.__version__.split(".")[:2], (
+        f"OTHER_SPARK_HOME has Spark {version}, the release line of this pyspark ({pyspark.__version__})"
+    )
+    return types.SimpleNamespace(home=home, version=version)
+
+
+@pytest.fixture(scope="session")
 def dask_cluster():
     """A `dask scheduler` + one `dask worker --nthreads 1` on 127.0.0.1, started once per session."""
     from tests.support.dask_cluster import SchedulerAndWorker

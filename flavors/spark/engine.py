@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
+import urllib.request
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Dict, Iterator, List, Optional, Tuple
+
+from zenml.logger import get_logger
 
 from flavors.engine import BaseEngine, EngineError, LiveEngine
 from flavors.spark.flavor import SparkEngineConfig, SparkEngineSettings
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+logger = get_logger(__name__)
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -44,6 +50,33 @@ def _probe(master: str, timeout: float) -> None:
         except OSError as e:
             errors.append(f"{host}:{port}: {e}")
     raise EngineError(f"Spark master {master} is unreachable ({'; '.join(errors)})")
+
+
+_VERSION_SPAN = re.compile(r'class="version[ "][^>]*>\s*(\d+\.\d+[^<\s]*)')  # Spark 3.5: "version", 4: "version me-3"
+
+
+def _cluster_spark_version(master: str, ui_url: Optional[str], timeout: float) -> Optional[str]:
+    """The Spark version a standalone master's web UI shows, or None when it cannot be read.
+
+    The master's RPC port has no version handshake (a driver of another version just
+    sees its messages rejected, retries for a minute and gives up), so we read the UI
+    page, which every Spark release heads with its version.
+    """
+    urls = [ui_url] if ui_url else [f"http://{host}:8080/" for host, _ in _master_endpoints(master)]
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                page = response.read(512 * 1024).decode("utf-8", errors="replace")
+        except (OSError, ValueError):
+            continue
+        found = _VERSION_SPAN.search(page)
+        if found:
+            return found.group(1)
+    return None
+
+
+def _same_release_line(a: str, b: str) -> bool:
+    return a.split(".")[:2] == b.split(".")[:2]
 
 
 def _shutdown_driver_jvm() -> None:
@@ -105,6 +138,8 @@ class SparkEngine(BaseEngine):
     engine_settings_class = SparkEngineSettings
     # Process-wide, like the environment variable it tracks (see `_create`).
     _set_connect_marker: ClassVar[bool] = False
+    # What the standalone master's UI said when we last connected (None: not read).
+    _cluster_version: Optional[str] = None
 
     @property
     def config(self) -> SparkEngineConfig:
@@ -124,9 +159,32 @@ class SparkEngine(BaseEngine):
         return self._build(settings)
 
     def _connect(self, settings: SparkEngineSettings) -> "SparkSession":
-        if self.config.master.startswith(("spark://", "sc://")):
-            _probe(self.config.master, timeout=min(5.0, self.config.startup_timeout_s))
+        master = self.config.master
+        if master.startswith(("spark://", "sc://")):
+            _probe(master, timeout=min(5.0, self.config.startup_timeout_s))
+        if master.startswith("spark://"):
+            self._check_cluster_version()
         return self._build(settings)
+
+    def _check_cluster_version(self) -> None:
+        """Refuse a standalone cluster of another Spark release line before our driver starts."""
+        import pyspark
+
+        cluster = _cluster_spark_version(
+            self.config.master, self.config.master_ui_url, timeout=min(2.0, self.config.startup_timeout_s)
+        )
+        self._cluster_version = cluster
+        if cluster is None:
+            logger.debug("Could not read the Spark version of %s from its web UI.", self.config.master)
+            return
+        if not _same_release_line(cluster, pyspark.__version__):
+            line = ".".join(cluster.split(".")[:2])
+            raise EngineError(
+                f"Spark master {self.config.master} runs Spark {cluster}, but this driver's pyspark "
+                f"is {pyspark.__version__}: a standalone cluster accepts only drivers of its own "
+                f"Spark version. Install pyspark=={line}.* here, or attach to a Spark "
+                f"{'.'.join(pyspark.__version__.split('.')[:2])} cluster."
+            )
 
     def _build(self, settings: SparkEngineSettings) -> "SparkSession":
         """Start a session with the component conf and the step's static options.
@@ -249,6 +307,8 @@ class SparkEngine(BaseEngine):
         from flavors.storage import redact_conf
 
         facts: Dict[str, Any] = {"spark_version": handle.version}
+        if self._cluster_version:
+            facts["cluster_spark_version"] = self._cluster_version
         if self.config.is_connect:
             facts.update(
                 master=self.config.master,

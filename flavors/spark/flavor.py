@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Dict, Optional, Type, Union
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from flavors.engine import BaseEngineConfig, BaseEngineFlavor, BaseEngineSettings
 
@@ -20,6 +20,7 @@ _MASTER_PATTERNS = {
     "k8s://https://host:port": re.compile(r"k8s://(https?://)?[A-Za-z0-9.\-]+(:\d{1,5})?"),
     "sc://host:port": re.compile(r"sc://[A-Za-z0-9.\-]+(:\d{1,5})?(/;.*)?"),
 }
+_UI_URL = re.compile(r"https?://[A-Za-z0-9.\-]+(:\d{1,5})?/?")
 
 
 class SparkEngineSettings(BaseEngineSettings):
@@ -53,11 +54,16 @@ class SparkEngineConfig(BaseEngineConfig, SparkEngineSettings):
             to attach to a cluster it never stops.
         app_name: The Spark application name.
         ui_enabled: Start the Spark UI (its URL is logged and recorded as metadata).
+        master_ui_url: The web UI of a `spark://` master (default: port 8080 of the
+            master's host). Read before our driver starts, to refuse a cluster whose
+            Spark version (major.minor) differs from this environment's pyspark with an
+            error naming both, instead of the driver's retries and Java stack traces.
     """
 
     master: str = "local[*]"
     app_name: str = "zenml"
     ui_enabled: bool = True
+    master_ui_url: Optional[str] = None
 
     @field_validator("master")
     @classmethod
@@ -69,6 +75,21 @@ class SparkEngineConfig(BaseEngineConfig, SparkEngineSettings):
             f"master={value!r} is not a Spark master URL; use one of: "
             + ", ".join(_MASTER_PATTERNS)
         )
+
+    @field_validator("master_ui_url")
+    @classmethod
+    def _check_master_ui_url(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not _UI_URL.fullmatch(value.strip()):
+            raise ValueError(f"master_ui_url={value!r} must be an http(s)://host[:port] URL")
+        return value.strip() if value is not None else None
+
+    @model_validator(mode="after")
+    def _ui_url_needs_a_standalone_master(self) -> "SparkEngineConfig":
+        if self.master_ui_url is not None and not self.master.startswith("spark://"):
+            raise ValueError(
+                f"master_ui_url applies to spark:// (standalone) masters only, not master={self.master!r}"
+            )
+        return self
 
     @field_validator("app_name")
     @classmethod

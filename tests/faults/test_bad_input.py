@@ -27,6 +27,8 @@ CASES = {  # flavor -> (base config, [(field, bad value)])
         ("master", "spark://10.0.0.5:7077; rm -rf /"),
         ("ui_enabled", "maybe"), ("app_name", "a\nb"),
         ("conf", {"spark.executor.memory": ["1g"]}), ("conf", {"executor.memory": "1g"}),
+        ("master_ui_url", "spark://10.0.0.5:8080"),
+        ("master_ui_url", "http://10.0.0.5:8080"),  # with the default local master
     ]),
     "dask": ({}, COMMON + [
         ("n_wrkers", 2),

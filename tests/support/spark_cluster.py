@@ -24,11 +24,12 @@ class StandaloneCluster:
     processes: List[subprocess.Popen]
 
     @classmethod
-    def start(cls, timeout: float = 90.0, port: int = 0) -> "StandaloneCluster":
-        """Start a master (on `port`, or a free one) and a worker."""
+    def start(cls, timeout: float = 90.0, port: int = 0, spark_home: str = "") -> "StandaloneCluster":
+        """Start a master (on `port`, or a free one) and a worker, from `spark_home`
+        (default: this environment's pyspark)."""
         import pyspark
 
-        spark_home = os.path.dirname(pyspark.__file__)
+        spark_home = spark_home or os.path.dirname(pyspark.__file__)
         spark_class = os.path.join(spark_home, "bin", "spark-class")
         env = {
             **os.environ,
@@ -68,6 +69,10 @@ class StandaloneCluster:
             time.sleep(0.5)
         cluster.stop()
         raise RuntimeError(f"Spark standalone cluster at {master_url} did not come up in {timeout}s")
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.ui_port}/"
 
     def state(self) -> Dict[str, Any]:
         """The master's JSON status (workers, running and completed applications)."""
