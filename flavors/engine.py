@@ -595,6 +595,13 @@ def register_engine_materializers() -> None:
 _TERMINAL_FAILURES = {s for s in ExecutionStatus if s.name in ("FAILED", "STOPPED", "CANCELLED")}
 
 
+def _input_specs(spec: Any) -> List[Any]:
+    """The upstream outputs a step consumes (newer ZenML allows several per input)."""
+    if hasattr(spec, "normalized_inputs"):
+        return [one for specs in spec.normalized_inputs.values() for one in specs]
+    return list(spec.inputs.values())
+
+
 def _run_is_over(info: Any) -> bool:
     """Whether no later step of this run will certainly execute in this process.
 
@@ -616,12 +623,14 @@ def _run_is_over(info: Any) -> bool:
     }
     statuses[info.pipeline_step_name] = ExecutionStatus.COMPLETED
     failed = {name for name, status in statuses.items() if status in _TERMINAL_FAILURES}
-    pipeline_config = info.snapshot.pipeline_configuration
+    # ZenML 0.90's StepRunInfo has no snapshot (later ones do); its run has.
+    snapshot = getattr(info, "snapshot", None) or client.get_pipeline_run(info.run_id).snapshot
+    pipeline_config = snapshot.pipeline_configuration
     if failed and pipeline_config.execution_mode != ExecutionMode.CONTINUE_ON_FAILURE:
         return True
     executed = {name for name, status in statuses.items() if status == ExecutionStatus.COMPLETED}
     blocked = set(failed)
-    for name, step in info.snapshot.step_configurations.items():
+    for name, step in snapshot.step_configurations.items():
         status = statuses.get(name)
         if status is not None and status.is_finished:
             continue
@@ -631,11 +640,7 @@ def _run_is_over(info: Any) -> bool:
         cache = step.config.enable_cache
         if cache is None:
             cache = pipeline_config.enable_cache is not False
-        fresh_input = any(
-            spec.step_name in executed
-            for specs in step.spec.normalized_inputs.values()
-            for spec in specs
-        )
+        fresh_input = any(spec.step_name in executed for spec in _input_specs(step.spec))
         if not cache or fresh_input:
             return False
     return True

@@ -71,13 +71,15 @@ def _by_value() -> Tuple[Any, Any]:
     cluster runs them without importing this package."""
 
     def write(ds: Any, path: str, filesystem: Any, filenames: Dict[str, str]) -> None:
-        from ray.data.datasource.filename_provider import FilenameProvider
+        from ray.data.datasource import filename_provider as names
 
+        # Older Ray (2.40) takes these arguments in a private subclass of FilenameProvider.
+        provider = getattr(names, "_DefaultFilenameProvider", names.FilenameProvider)
         # Object stores have no directories: no write task needs to create a marker.
         ds.write_parquet(
             path,
             filesystem=filesystem,
-            filename_provider=FilenameProvider(**filenames),
+            filename_provider=provider(**filenames),
             try_create_dir=filesystem is None,
         )
 

@@ -111,9 +111,15 @@ def write(df: "DataFrame", store: "BaseArtifactStore", uri: str) -> "dataset.Man
 
 
 def _arrow_schema(df: "DataFrame") -> "pyarrow.Schema":
+    import inspect
+
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    return to_arrow_schema(df.schema, timezone="UTC")  # Spark timestamps are UTC instants
+    # Spark timestamps are UTC instants. pyspark 4 asks for the zone (none by default);
+    # 3.5 has no such argument and always converts them to UTC.
+    if "timezone" in inspect.signature(to_arrow_schema).parameters:
+        return to_arrow_schema(df.schema, timezone="UTC")
+    return to_arrow_schema(df.schema)
 
 
 def _write_with_python(df: "DataFrame", store: "BaseArtifactStore", directory: str) -> str:

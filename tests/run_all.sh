@@ -1,26 +1,57 @@
 #!/usr/bin/env bash
-# The whole suite, as two pytest sessions. Once, a single session died of a segfault in a
-# native (non-Python) thread during a Spark test that ran after the Ray tests; Ray's
-# in-process driver is the one native runtime with threads of its own in the test process
-# and keeps some after ray.shutdown(), so the Ray tests get a process of their own.
-# Extra arguments go to both sessions (e.g. -m "not slow").
+# The whole suite on the newest releases, as two pytest sessions, then the fast set again
+# on the oldest releases we support (tests/oldest.txt, in .venv-oldest, created once here;
+# SKIP_OLDEST=1 leaves that pass out while iterating).
+#
+# Two sessions: once, a single session died of a segfault in a native (non-Python) thread
+# during a Spark test that ran after the Ray tests; Ray's in-process driver is the one
+# native runtime with threads of its own in the test process and keeps some after
+# ray.shutdown(), so the Ray tests get a process of their own.
+# Extra arguments go to every session (e.g. -m "not slow").
 set -u
 cd "$(dirname "$0")/.."
 python="${PYTHON:-.venv/bin/python}"
+oldest=.venv-oldest
 ray_tests=tests/integration/test_ray_engine.py
 
 # The BigQuery emulator lives in a venv of its own (.venv-bqemu), created once here.
 "$python" -c "from examples._bqemulator import ensure_venv; ensure_venv()" || exit 1
 
-"$python" -m pytest -q -ra --durations=25 --ignore="$ray_tests" "$@"
-first=$?
-"$python" -m pytest -q -ra --durations=10 "$ray_tests" "$@"
-second=$?
+if [ "${SKIP_OLDEST:-0}" != 1 ] && [ ! -x "$oldest/bin/python" ]; then
+    echo "Installing the oldest supported releases into $oldest (tests/oldest.txt)"
+    python3 -m venv "$oldest.partial" \
+        && "$oldest.partial/bin/pip" install -q --upgrade pip \
+        && "$oldest.partial/bin/pip" install -q -c tests/oldest.txt -e '.[all,test]' \
+        && mv "$oldest.partial" "$oldest" || { rm -rf "$oldest.partial"; exit 1; }
+fi
 
-for status in "$first" "$second"; do
+spark_home() { "$1" -c "import os, pyspark; print(os.path.dirname(pyspark.__file__))"; }
+
+statuses=()
+run() {  # run <python> <pytest arguments...>
+    "$@"
+    statuses+=("$?")
+}
+
+# Each venv's tests see the other's Spark (a cluster of another release line).
+[ -x "$oldest/bin/python" ] && export OTHER_SPARK_HOME="$(spark_home "$oldest/bin/python")"
+run "$python" -m pytest -q -ra --durations=25 --ignore="$ray_tests" "$@"
+run "$python" -m pytest -q -ra --durations=10 "$ray_tests" "$@"
+
+if [ "${SKIP_OLDEST:-0}" != 1 ]; then
+    echo "The fast set on the oldest supported releases ($oldest):"
+    "$oldest/bin/python" -m pip list 2>/dev/null | grep -iE "^(zenml|pyspark|ray|dask|distributed) "
+    export OTHER_SPARK_HOME="$(spark_home "$python")"
+    run "$oldest/bin/python" -m pytest -q -ra --durations=10 -m "not slow" --ignore="$ray_tests" "$@"
+    run "$oldest/bin/python" -m pytest -q -ra -m "not slow" "$ray_tests" "$@"
+fi
+
+failed=0
+for status in "${statuses[@]}"; do
     if [ "$status" -eq 5 ]; then
         echo "a pytest session collected no tests: the suite must never be empty" >&2
         exit 1
     fi
+    [ "$status" -eq 0 ] || failed=1
 done
-[ "$first" -eq 0 ] && [ "$second" -eq 0 ]
+exit "$failed"

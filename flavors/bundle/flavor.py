@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Set, Type
+from typing import TYPE_CHECKING, Any, List, Set, Type
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from zenml.feature_stores.base_feature_store import BaseFeatureStoreConfig
 
 from flavors.bigquery.flavor import BigQueryEngineSettings
@@ -46,10 +46,18 @@ class EngineBundleConfig(BaseFeatureStoreConfig):
             its own options and lifecycle; the bundle only delegates to them.
     """
 
-    # ZenML's configs accept any key; a typo (`--engine=...`) must not pass silently.
-    model_config = ConfigDict(extra="forbid")
-
     engines: List[str] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_options(cls, values: Any) -> Any:
+        # ZenML's configs accept any key (0.90's registration validates with extra="ignore"),
+        # so a typo (`--engine=...`) would pass silently.
+        if isinstance(values, dict):
+            unknown = sorted(str(key) for key in values if key not in cls.model_fields)
+            if unknown:
+                raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))}; the bundle has only 'engines'")
+        return values
 
     @field_validator("engines")
     @classmethod

@@ -15,6 +15,7 @@ import json
 import pytest
 
 from tests.support.object_stores import S3_SECRET, activate_store_stack
+from tests.support.zenml_env import step_error
 
 ENGINE_SECRET = "engine-secret-5d1e8c0b4a"  # a made-up credential, grepped for
 CONFIGS = {
@@ -33,8 +34,7 @@ def _everything_the_run_left(pipeline, s3_server, bucket):
     texts["run metadata"] = json.dumps(run.run_metadata, default=str)
     for name, step in run.steps.items():
         texts[f"{name} metadata"] = json.dumps(step.run_metadata, default=str)
-        if step.exception_info is not None:
-            texts[f"{name} exception"] = json.dumps(step.exception_info.model_dump(), default=str)
+        texts[f"{name} exception"] = str(step_error(step) or "")
     client = s3_server.client()
     for key in s3_server.keys(bucket):
         body = client.get_object(Bucket=bucket, Key=key)["Body"].read()

@@ -29,7 +29,7 @@ def summarize(df: dd.DataFrame) -> Annotated[Dict[str, Any], "summary"]:
     client = dask_client()
     sums = client.compute(df.groupby("k").x.sum()).result()
     return {
-        "sums": {int(k): float(v) for k, v in sums.items()},
+        "sums": {str(k): float(v) for k, v in sums.items()},  # str: JSON keys (ZenML 0.90 stores dicts as JSON)
         "rows": int(df.shape[0].compute()),  # default scheduler: the step's client
         "writer_pids": sorted(int(p) for p in df.pid.unique().compute()),
         "task_pid": client.submit(probes.worker_pid, pure=False).result(),

@@ -47,6 +47,17 @@ def types_table() -> pa.Table:
     )
 
 
+def spark_to_arrow(frame: SparkDataFrame) -> pa.Table:
+    """The rows of a Spark DataFrame as Arrow (collected: for checking small results)."""
+    if hasattr(frame, "toArrow"):
+        return frame.toArrow()
+    # pyspark 3.5 has no toArrow(): collect the Arrow batches its toPandas() uses.
+    from materializers.spark_io import _arrow_schema
+
+    batches = frame._collect_as_arrow()
+    return pa.Table.from_batches(batches) if batches else _arrow_schema(frame).empty_table()
+
+
 def canonical(table: pa.Table) -> List[Dict[str, str]]:
     """Rows as comparable text: timestamps in UTC, rows in `int` order (engines may reorder)."""
 
@@ -105,7 +116,7 @@ def write_pandas() -> Annotated[pd.DataFrame, "pandas"]:
 
 @step
 def read_as_spark(data: SparkDataFrame) -> Annotated[Dict[str, Any], "read"]:
-    return {"rows": canonical(data.toArrow()), "type": type(data).__name__, "lazy": True}
+    return {"rows": canonical(spark_to_arrow(data)), "type": type(data).__name__, "lazy": True}
 
 
 @step

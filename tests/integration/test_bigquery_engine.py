@@ -183,7 +183,7 @@ def test_dry_run_guard_refuses_a_query_over_the_limit_before_it_runs(zen, bq):
     bq.proxy.dry_run_bytes["expensive"] = 5 * 10**12  # a realistic estimate for a wide scan
     with pytest.raises(RuntimeError):
         guarded_pipeline(marker="expensive")
-    failure = _latest_run(zen).steps["guarded_query"].exception_info.message
+    failure = zenml_env.step_error(_latest_run(zen).steps["guarded_query"]).message
     assert "5.00 TB (5000000000000 bytes)" in failure
     assert "dry_run_limit_bytes=1.00 GB (1000000000 bytes)" in failure
     assert "Query: SELECT 1 AS x -- expensive" in failure and "2 AS y" not in failure
@@ -434,7 +434,7 @@ def test_missing_default_dataset_fails_naming_the_field(zen, bq):
     bq.stack(default_dataset="no_such_dataset")
     with pytest.raises(RuntimeError):
         two_client_steps()
-    message = _latest_run(zen).steps["first"].exception_info.message
+    message = zenml_env.step_error(_latest_run(zen).steps["first"]).message
     assert "default_dataset='test.no_such_dataset'" in message and "does not exist" in message
 
 
@@ -447,7 +447,7 @@ def test_unreachable_endpoint_fails_fast_naming_it(zen, bq):
     with pytest.raises(RuntimeError):
         two_client_steps()
     assert time.time() - started < 30
-    message = _latest_run(zen).steps["first"].exception_info.message
+    message = zenml_env.step_error(_latest_run(zen).steps["first"]).message
     assert endpoint in message and "unreachable" in message
 
 

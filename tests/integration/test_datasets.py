@@ -201,6 +201,7 @@ def test_materializer_contract_spark_dask_arrow_pandas(zen, spark_stack):
     from materializers.arrow_table import ArrowTableMaterializer, PandasDatasetMaterializer
     from materializers.dask_dataframe import DaskDataFrameMaterializer
     from materializers.spark_dataframe import SparkDataFrameMaterializer
+    from tests.integration.dataset_pipelines import spark_to_arrow
 
     spark_stack(master="local[2]", ui_enabled=False)
     store = Client().active_stack.artifact_store
@@ -215,7 +216,7 @@ def test_materializer_contract_spark_dask_arrow_pandas(zen, spark_stack):
         loaded, opened = check_materializer_contract(materializer_class, data, data_type, store)
         if on_workers:  # this process read the manifest only; the engine reads the parts
             assert all(path.endswith("_manifest.json") for path in opened), (materializer_class, opened)
-        rows = loaded.toArrow() if isinstance(loaded, DataFrame) else loaded
+        rows = spark_to_arrow(loaded) if isinstance(loaded, DataFrame) else loaded
         rows = rows.compute() if isinstance(rows, dd.DataFrame) else rows
         assert len(rows) == 3
 

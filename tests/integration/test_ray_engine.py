@@ -332,9 +332,9 @@ def test_attached_cluster_refuses_a_differing_runtime_env(ray_cluster, ray_stack
         rp.runtime_env_pipeline()  # first step connects without, second asks for a runtime_env
     run = last_run("runtime_env_pipeline")
     assert run.steps["before"].output.load() == "<unset>"
-    failure = run.steps["env_in_task_with_setting"].exception_info
+    failure = zenml_env.step_error(run.steps["env_in_task_with_setting"])
     assert "runtime_env differs" in failure.message and ray_cluster.address in failure.message
-    assert "EngineError" in (failure.source or "") + failure.traceback
+    assert "EngineError" in failure.traceback
     assert not ray.is_initialized()
     assert ray_cluster.status_ok()
 
