@@ -56,6 +56,22 @@ class EngineError(RuntimeError):
     """An engine could not be started, reached or used as configured."""
 
 
+def reject_unknown_options(owner: str, known: Set[str], values: Any) -> Any:
+    """A "before" validator's body: refuse keys that are not options of `owner`.
+
+    ZenML's configs accept any key (0.90's registration even validates them with
+    extra="ignore"), so a typo (`--mastr=...`) would otherwise be dropped silently.
+    """
+    if isinstance(values, dict):
+        unknown = sorted(str(key) for key in values if key not in known)
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {', '.join(map(repr, unknown))} for {owner}; "
+                f"known options: {', '.join(sorted(known))}"
+            )
+    return values
+
+
 class BaseEngineSettings(BaseSettings):
     """Per-step engine options (`@step(settings={"feature_store": ...})`).
 
@@ -66,16 +82,7 @@ class BaseEngineSettings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _reject_unknown_options(cls, values: Any) -> Any:
-        # ZenML's configs accept any key, so a typo (`--mastr=...`) would be ignored.
-        if isinstance(values, dict):
-            known = cls._known_options()
-            unknown = sorted(str(key) for key in values if key not in known)
-            if unknown:
-                raise ValueError(
-                    f"unknown option(s) {', '.join(map(repr, unknown))} for {cls.__name__}; "
-                    f"known options: {', '.join(sorted(known))}"
-                )
-        return values
+        return reject_unknown_options(cls.__name__, cls._known_options(), values)
 
     @classmethod
     def _known_options(cls) -> Set[str]:

@@ -10,7 +10,7 @@ from zenml.feature_stores.base_feature_store import BaseFeatureStoreConfig
 
 from flavors.bigquery.flavor import BigQueryEngineSettings
 from flavors.dask.flavor import DaskEngineSettings
-from flavors.engine import BaseEngineFlavor
+from flavors.engine import BaseEngineFlavor, reject_unknown_options
 from flavors.ray.flavor import RayEngineSettings
 from flavors.spark.flavor import SparkEngineSettings
 
@@ -51,13 +51,7 @@ class EngineBundleConfig(BaseFeatureStoreConfig):
     @model_validator(mode="before")
     @classmethod
     def _reject_unknown_options(cls, values: Any) -> Any:
-        # ZenML's configs accept any key (0.90's registration validates with extra="ignore"),
-        # so a typo (`--engine=...`) would pass silently.
-        if isinstance(values, dict):
-            unknown = sorted(str(key) for key in values if key not in cls.model_fields)
-            if unknown:
-                raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))}; the bundle has only 'engines'")
-        return values
+        return reject_unknown_options(cls.__name__, set(cls.model_fields), values)
 
     @field_validator("engines")
     @classmethod

@@ -75,8 +75,9 @@ def _cluster_spark_version(master: str, ui_url: Optional[str], timeout: float) -
     return None
 
 
-def _same_release_line(a: str, b: str) -> bool:
-    return a.split(".")[:2] == b.split(".")[:2]
+def _release_line(version: str) -> str:
+    """major.minor: what a standalone cluster and its drivers must share."""
+    return ".".join(version.split(".")[:2])
 
 
 def _shutdown_driver_jvm() -> None:
@@ -177,13 +178,12 @@ class SparkEngine(BaseEngine):
         if cluster is None:
             logger.debug("Could not read the Spark version of %s from its web UI.", self.config.master)
             return
-        if not _same_release_line(cluster, pyspark.__version__):
-            line = ".".join(cluster.split(".")[:2])
+        if _release_line(cluster) != _release_line(pyspark.__version__):
             raise EngineError(
                 f"Spark master {self.config.master} runs Spark {cluster}, but this driver's pyspark "
                 f"is {pyspark.__version__}: a standalone cluster accepts only drivers of its own "
-                f"Spark version. Install pyspark=={line}.* here, or attach to a Spark "
-                f"{'.'.join(pyspark.__version__.split('.')[:2])} cluster."
+                f"Spark version. Install pyspark=={_release_line(cluster)}.* here, or attach to a "
+                f"Spark {_release_line(pyspark.__version__)} cluster."
             )
 
     def _build(self, settings: SparkEngineSettings) -> "SparkSession":
