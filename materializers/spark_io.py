@@ -122,10 +122,16 @@ def _arrow_schema(df: "DataFrame") -> "pyarrow.Schema":
     return to_arrow_schema(df.schema)
 
 
+# Row groups of the part files the executors write: large enough that readers pay little
+# per group, small enough to buffer in a Python worker.
+ROW_GROUP_BYTES = 64 << 20
+
+
 def _write_with_python(df: "DataFrame", store: "BaseArtifactStore", directory: str) -> str:
     """Each partition's task writes its own part file; only file names come back."""
     protocol = _scheme(directory)
     options = fsspec_storage_options(store)
+    row_group_bytes = ROW_GROUP_BYTES
 
     def write_partition(batches: Iterator[Any]) -> Iterator[Any]:
         import uuid
@@ -141,13 +147,30 @@ def _write_with_python(df: "DataFrame", store: "BaseArtifactStore", directory: s
         filesystem = fsspec.filesystem(protocol, **options)
         writer = handle = None
         rows = 0
+        pending: List[Any] = []
+        pending_bytes = 0
+
+        def write_row_group() -> None:
+            nonlocal writer, handle, pending_bytes
+            if writer is None:
+                handle = filesystem.open(f"{directory}/{name}", "wb")
+                writer = pq.ParquetWriter(handle, pending[0].schema)
+            group = pa.Table.from_batches(pending)
+            writer.write_table(group, row_group_size=group.num_rows)
+            pending.clear()
+            pending_bytes = 0
+
         try:
+            # Spark hands over batches of `arrow.maxRecordsPerBatch` (10,000) rows; one row
+            # group each would make every reader pay per-group overhead, so gather them.
             for batch in batches:
-                if writer is None:
-                    handle = filesystem.open(f"{directory}/{name}", "wb")
-                    writer = pq.ParquetWriter(handle, batch.schema)
-                writer.write_batch(batch)
+                pending.append(batch)
+                pending_bytes += batch.nbytes
                 rows += batch.num_rows
+                if pending_bytes >= row_group_bytes:
+                    write_row_group()
+            if pending:
+                write_row_group()
         finally:
             if writer is not None:
                 writer.close()

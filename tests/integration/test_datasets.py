@@ -99,11 +99,15 @@ def test_manifest_schema_is_engine_neutral():
 def test_engines_save_and_load_on_object_stores(store, engine, request, tmp_path, zen):
     from zenml.client import Client
 
+    import pyarrow.parquet as pq
+
     from materializers import dataset
+    from materializers.readers import paths
 
     server = request.getfixturevalue(f"{store}_server")
     stack = activate_store_stack(store, server, engine, ENGINES[engine])
-    n = 1000
+    # Spark's two partitions then span several of the 10,000-row Arrow batches it hands to Python.
+    n = 50_000 if engine == "spark" else 1000
     run = run_pipeline("round_trip", stack.id, tmp_path / "run.log", engine=engine, n=n)
     assert run.steps[f"sum_{engine}"].outputs["summary"][0].load() == {"rows": n, "x": sum(i * 0.5 for i in range(n))}
 
@@ -119,6 +123,11 @@ def test_engines_save_and_load_on_object_stores(store, engine, request, tmp_path
         assert meta["written_via"] == "spark executors (pyarrow + fsspec)"
         assert run.steps["make_spark"].run_metadata["dataset_written_via"] == meta["written_via"]
         assert run.steps["sum_spark"].run_metadata["dataset_read_via"] == "spark executors (pyarrow + fsspec)"
+        # Each part file is one row group, not one per batch Spark handed over.
+        artifact_store = Client().active_stack.artifact_store
+        for path in paths(artifact.uri, manifest):
+            with artifact_store.open(path, "rb") as handle:
+                assert pq.ParquetFile(handle).metadata.num_row_groups == 1, path
         # A fresh process that never wrote finds out the same way when it reads.
         reader = run_pipeline("count_in_spark", stack.id, tmp_path / "read.log", artifact_id=str(artifact.id))
         assert reader.steps["count_spark"].outputs["rows"][0].load() == n
