@@ -139,6 +139,22 @@ def _kill(pids: Set[int]) -> None:
     psutil.wait_procs(procs, timeout=5)
 
 
+def _same_cluster(address: str) -> bool:
+    """Whether the GCS at `address` is the one this driver joined, not a new head that
+    came up on the same port (the old driver's calls there fail as WrongClusterID)."""
+    try:
+        import ray
+        from ray._raylet import GcsClient
+
+        joined = ray._private.worker.global_worker.node.cluster_id
+    except (ImportError, AttributeError):  # Ray internals moved: the port probe must do
+        return True
+    try:
+        return GcsClient(address=address).cluster_id == joined
+    except Exception:
+        return False
+
+
 def _is_client_mode() -> bool:
     try:
         from ray.util.client import ray as client_ray
@@ -365,6 +381,25 @@ class RayEngine(BaseEngine):
         # Owned: stops the raylet, GCS and workers this driver started. Attached: ends our
         # driver's job and connection; the cluster keeps running.
         _shutdown_ray()
+
+    def _is_alive(self, live: LiveEngine) -> bool:
+        # A driver whose cluster went away must not touch Ray again: its first task or
+        # `ray.put` finds the raylet gone and Ray ends the whole process (exit code 1, no
+        # traceback, no cleanup). Ask the head's gRPC port instead; `ray.shutdown()` is safe.
+        import ray
+
+        if not ray.is_initialized():
+            return False  # step code called ray.shutdown()
+        address = self.config.address if not live.owned else live.handle.address
+        try:
+            _, host, port = parse_address(address or "")
+        except ValueError:
+            return True  # no address to ask (an owned Ray that did not report one)
+        try:
+            _probe(host, port, address, timeout=2.0)
+        except EngineError:
+            return False
+        return _is_client_mode() or _same_cluster(address)
 
     def _check_dashboard_dependencies(self) -> None:
         import importlib.util

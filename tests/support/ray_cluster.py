@@ -140,8 +140,11 @@ class RayHead:
         return f"ray://127.0.0.1:{self.client_port}"
 
     @classmethod
-    def start(cls, num_cpus: int = 1, object_store_mb: int = 100, timeout: float = 90.0) -> "RayHead":
-        port, client_port = free_port(), free_port()
+    def start(
+        cls, num_cpus: int = 1, object_store_mb: int = 100, timeout: float = 90.0, port: int = 0
+    ) -> "RayHead":
+        """Start a head; `port` (the GCS port; 0: a free one) brings one back where an earlier one was."""
+        port, client_port = port or free_port(), free_port()
         # A private temp dir keeps this cluster out of /tmp/ray/ray_current_cluster, which a bare
         # `ray.init()` anywhere on the machine would otherwise connect to.
         temp_dir = tempfile.mkdtemp(prefix="ray-head-", dir="/tmp")
