@@ -107,6 +107,18 @@ class BigQueryEngine(BaseEngine):
         finally:
             client.close()
 
+    def _is_alive(self, live: LiveEngine) -> bool:
+        # The client retries a refused connection for up to 10 minutes per call; a step
+        # should instead learn at once that the endpoint went away. Google's own endpoint
+        # is not probed (a TCP connection per step to it would cost more than it tells).
+        if not self.config.api_endpoint:
+            return True
+        try:
+            _probe(self.config.api_endpoint, timeout=2.0)
+        except EngineError:
+            return False
+        return True
+
     # ---- per step ------------------------------------------------------------------
 
     def _policy(self, settings: BigQueryEngineSettings, context: Optional[StepContext]) -> "JobPolicy":

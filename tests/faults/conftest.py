@@ -85,7 +85,8 @@ class HeldPipeline:
 def held(zen, tmp_path):
     """Start a pipeline process: `held(engine, config=None, hold_s=600)` holds its step;
     with `go=<path>` its second step waits for that file; `kind="worker_loss"` runs tasks
-    for the test to kill a worker under, `kind="secrets"` saves a dataset and fails; on
+    for the test to kill a worker under, `kind="secrets"` saves a dataset and fails,
+    `kind="query"` waits in a BigQuery job that runs until cancelled (its id in the ready file); on
     `stack_id` if given. All are killed after the test."""
     started: List[HeldPipeline] = []
 
@@ -103,6 +104,7 @@ def held(zen, tmp_path):
             "two_steps": ["two_steps", engine, str(ready), str(go)],
             "worker_loss": ["worker_loss", engine, str(ready)],
             "secrets": ["secrets", engine, str(ready)],
+            "query": ["query", engine, str(ready)],
         }["two_steps" if go is not None else kind]
         with open(log, "wb") as out:
             process = subprocess.Popen(

@@ -3,7 +3,8 @@ it, says so through a file, then waits to be interrupted.
 
 Run one in a process of its own with `python -m tests.faults.fault_pipelines hold <engine>
 <ready file> <seconds to wait>`, `... two_steps <engine> <ready file> <go file>` or
-`... worker_loss <engine> <ready file>` or `... secrets <engine> <ready file>`, with ZENML_ACTIVE_STACK_ID naming an engine stack of the
+`... worker_loss <engine> <ready file>` or `... secrets <engine> <ready file>` or `... query
+bigquery <ready file>`, with ZENML_ACTIVE_STACK_ID naming an engine stack of the
 session's ZenML store (inherited through ZENML_CONFIG_PATH).
 """
 
@@ -37,6 +38,10 @@ def _engine_job(engine: str) -> None:
 
         ray_runtime()
         assert ray.get(ray.remote(lambda: 6).remote()) == 6
+    elif engine == "bigquery":
+        from flavors import bigquery_client
+
+        assert [tuple(row) for row in bigquery_client().query("SELECT 6 AS v").result()] == [(6,)]
     else:
         raise ValueError(f"unknown engine {engine!r}")
 
@@ -52,6 +57,23 @@ def hold(engine: str, ready: str, hold_s: float) -> None:
 @pipeline(enable_cache=False)
 def hold_pipeline(engine: str, ready: str, hold_s: float = 600) -> None:
     hold(engine=engine, ready=ready, hold_s=hold_s)
+
+
+@step
+def hold_in_query(ready: str) -> None:
+    """Start a BigQuery job that runs until it is cancelled, say which, and wait for it."""
+    from flavors import bigquery_client
+    from tests.support.bigquery_proxy import RUNNING_MARKER
+
+    job = bigquery_client().query(f"SELECT 1 /* {RUNNING_MARKER} */")
+    Path(ready + ".tmp").write_text(job.job_id)
+    os.replace(ready + ".tmp", ready)
+    job.result()  # interrupted here
+
+
+@pipeline(enable_cache=False)
+def query_pipeline(ready: str) -> None:
+    hold_in_query(ready=ready)
 
 
 @step
@@ -169,6 +191,8 @@ def main() -> None:
         hold_pipeline(engine=engine, ready=ready, hold_s=float(sys.argv[4]))
     elif kind == "two_steps":
         two_steps_pipeline(engine=engine, ready=ready, go=sys.argv[4])
+    elif kind == "query":
+        query_pipeline(ready=ready)
     elif kind == "worker_loss":
         worker_loss_pipeline(engine=engine, ready=ready)
     else:

@@ -1,5 +1,6 @@
-"""An engine that goes away between two steps of one run: an attached cluster, or the
-driver JVM of an owned Spark (killed, say, by the OOM killer).
+"""An engine that goes away between two steps of one run: an attached cluster (a Dask
+scheduler, a Spark standalone master, a Ray head, the BigQuery endpoint), or the driver JVM
+of an owned Spark (killed, say, by the OOM killer).
 
 What must hold: the next step never hangs and never gets the dead handle. If the cluster
 came back at the same address, the step connects again and succeeds; if it stays gone,
@@ -10,18 +11,44 @@ An owned engine is started again.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
+from tests.support.bigquery_proxy import RecordingProxy
 from tests.support.dask_cluster import SchedulerAndWorker
+from tests.support.ray_cluster import RayHead
 from tests.support.spark_cluster import StandaloneCluster
 
 STARTUP_TIMEOUT_S = 30  # a Spark driver JVM takes 7-9 s to start on an idle 2-core machine
-# engine -> (cluster class, its address, the component config attaching to it)
+
+
+class BigQueryEndpoint:
+    """What a BigQuery engine attaches to: an endpoint in front of the session's emulator
+    that can go away and come back at the same port."""
+
+    def __init__(self, emulator_url: str, port: int = 0) -> None:
+        self.proxy = RecordingProxy(emulator_url, port=port)
+        self.address = self.proxy.url
+
+    def stop(self) -> None:
+        self.proxy.stop()
+
+
+def _bigquery_endpoint(request: Any, port: int = 0) -> BigQueryEndpoint:
+    emulator, _ = request.getfixturevalue("bq_emulator")
+    return BigQueryEndpoint(emulator.rest_url, port)
+
+
+# engine -> (start(request, port), its address, the component config attaching to it)
 CLUSTERS = {
-    "dask": (SchedulerAndWorker, lambda c: c.address,
+    "dask": (lambda request, port=0: SchedulerAndWorker.start(port=port), lambda c: c.address,
              lambda c: {"scheduler_address": c.address, "startup_timeout_s": STARTUP_TIMEOUT_S}),
-    "spark": (StandaloneCluster, lambda c: c.master_url,
+    "ray": (lambda request, port=0: RayHead.start(port=port), lambda c: c.address,
+            lambda c: {"address": c.address, "startup_timeout_s": STARTUP_TIMEOUT_S}),
+    "bigquery": (_bigquery_endpoint, lambda c: c.address,
+                 lambda c: {"project": "test", "api_endpoint": c.address, "startup_timeout_s": STARTUP_TIMEOUT_S}),
+    "spark": (lambda request, port=0: StandaloneCluster.start(port=port), lambda c: c.master_url,
               lambda c: {"master": c.master_url, "ui_enabled": False, "startup_timeout_s": STARTUP_TIMEOUT_S}),
 }
 CASES = [
@@ -41,9 +68,9 @@ def own_clusters():
 
 
 @pytest.mark.parametrize("engine, comes_back", CASES)
-def test_attached_cluster_lost_between_steps(held, report, tmp_path, own_clusters, engine, comes_back):
-    cluster_class, address_of, config_for = CLUSTERS[engine]
-    cluster = cluster_class.start()
+def test_attached_cluster_lost_between_steps(held, report, request, tmp_path, own_clusters, engine, comes_back):
+    start, address_of, config_for = CLUSTERS[engine]
+    cluster = start(request)
     own_clusters.append(cluster)
     address = address_of(cluster)
     go = tmp_path / "go"
@@ -51,7 +78,7 @@ def test_attached_cluster_lost_between_steps(held, report, tmp_path, own_cluster
     pipeline.wait_ready()
     cluster.stop()
     if comes_back:
-        own_clusters.append(cluster_class.start(port=int(address.rsplit(":", 1)[1])))
+        own_clusters.append(start(request, port=int(address.rsplit(":", 1)[1])))
     released = time.time()
     go.write_text("go")
     try:

@@ -8,6 +8,10 @@ Each case states what must survive and what must be cleaned up:
   left, wherever it was reparented to. How long they lived is reported.
 - Two pipelines at the same time, each with its own owned engine: both finish with
   correct results, neither stops the other's engine, nothing is left after.
+
+BigQuery starts no process: Ctrl-C there must cancel the job the step was waiting for
+(SIGKILL leaves nothing of ours behind, and nothing can cancel that job; a job outlives the
+process that started it, capped by `maximum_bytes_billed`).
 """
 
 from __future__ import annotations
@@ -42,11 +46,18 @@ def _interrupt(pipeline, signum):
     return sent, time.time() - sent
 
 
-def _assert_run_failed(pipeline):
+def _assert_run_failed(pipeline, step="hold"):
     run = pipeline.latest_run()
     assert run is not None
     assert run.status in (ExecutionStatus.FAILED, ExecutionStatus.STOPPED), run.status
-    assert run.steps["hold"].status in (ExecutionStatus.FAILED, ExecutionStatus.STOPPED)
+    assert run.steps[step].status in (ExecutionStatus.FAILED, ExecutionStatus.STOPPED)
+
+
+def _bigquery_config(request):
+    """A BigQuery engine on the session's emulator, behind its recording proxy (cleared)."""
+    _, proxy = request.getfixturevalue("bq_emulator")
+    proxy.clear()
+    return proxy, {"project": "test", "api_endpoint": proxy.url}
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -60,6 +71,29 @@ def test_ctrl_c_mid_step_stops_the_owned_engine_and_exits_promptly(held, report,
     assert left == [], f"left after Ctrl-C: {left}\n{pipeline.output()}"
     _assert_run_failed(pipeline)
     assert f"Stopped the {engine} engine" in pipeline.output(tail=None)
+
+
+def test_ctrl_c_mid_query_cancels_the_bigquery_job_and_exits_promptly(held, report, request):
+    proxy, config = _bigquery_config(request)
+    pipeline = held("bigquery", config, kind="query")
+    pipeline.wait_ready()
+    job_id = pipeline.ready.read_text()
+    assert proxy.cancels() == []  # the job is running
+    sent = time.time()
+    pipeline.process.send_signal(signal.SIGINT)
+    try:
+        pipeline.process.wait(timeout=PROMPT_EXIT_S)
+        exit_s = time.time() - sent
+    except Exception:
+        exit_s = None
+    left = pipeline.processes(settle_s=2)
+    report("sigint", "bigquery", leaked=len(left), hung=exit_s is None)
+    assert exit_s is not None, f"still running {PROMPT_EXIT_S}s after Ctrl-C:\n{pipeline.output()}"
+    assert pipeline.process.returncode != 0
+    assert proxy.cancels() == [job_id], pipeline.output()
+    assert f"Cancelled BigQuery job {job_id}" in pipeline.output(tail=None)
+    assert left == []
+    _assert_run_failed(pipeline, step="hold_in_query")
 
 
 @pytest.mark.slow
@@ -89,10 +123,11 @@ def test_sigkill_mid_step_leaves_no_engine_process_behind(held, report, engine):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", ENGINES)
-def test_two_pipelines_at_once_each_keep_their_own_engine(held, report, engine):
+@pytest.mark.parametrize("engine", ENGINES + ["bigquery"])
+def test_two_pipelines_at_once_each_keep_their_own_engine(held, report, request, engine):
+    config = _bigquery_config(request)[1] if engine == "bigquery" else None
     # Both hold their step long enough to overlap; each step runs a job before and after.
-    first, second = held(engine, hold_s=20), held(engine, hold_s=1)
+    first, second = held(engine, config, hold_s=20), held(engine, config, hold_s=1)
     first.wait_ready()
     second.wait_ready()
     codes = [p.process.wait(timeout=180) for p in (first, second)]

@@ -23,11 +23,12 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 from urllib.parse import parse_qs, urlsplit
 
 _JOBS = re.compile(r"/bigquery/v2/projects/(?P<project>[^/]+)/jobs(?:/(?P<job>[^/?]+))?(?P<cancel>/cancel)?")
@@ -67,13 +68,25 @@ class RecordingProxy:
     requests: List[Recorded] = field(default_factory=list)
     fake_jobs: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     tokens_issued: int = 0
+    port: int = 0  # 0: a free one; an earlier proxy's port brings the endpoint back there
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._connections: Set[socket.socket] = set()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with proxy._lock:
+                    proxy._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with proxy._lock:
+                    proxy._connections.discard(self.connection)
+                super().finish()
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -92,7 +105,7 @@ class RecordingProxy:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="bq-proxy", daemon=True)
         self._thread.start()
@@ -102,8 +115,16 @@ class RecordingProxy:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def stop(self) -> None:
+        """Go away as a dead endpoint does: no new connections, and the kept-alive ones end too."""
         self._server.shutdown()
         self._server.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def clear(self) -> None:
         with self._lock:
