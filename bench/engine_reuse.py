@@ -8,9 +8,14 @@ What it measures, per row of the ENGINES table (Spark, Dask, Ray):
      seed  - no engine on the stack; every step `getOrCreate()` ... `stop()`
      floor - no engine on the stack; one session built by hand before the pipeline call,
              reused by the steps, never stopped during the run (its build is timed)
-     ours  - a stack with our Spark engine component (master=local[2], ui_enabled=False);
-             steps call `flavors.spark_session()`; the component stops the engine (and
-             its driver JVM) when the run ends, inside the pipeline call
+     ours  - a stack with our Spark engine component (master=local[2], ui_enabled=False,
+             prestart=never: the engine starts when the first step asks); steps call
+             `flavors.spark_session()`; the component stops the engine (and its driver
+             JVM) when the run ends, inside the pipeline call
+     warm  - the same with prestart=auto (the default) on a stack of its own whose
+             pipeline ran once before the repeats (untimed): the run's history says the
+             steps use the engine, so it starts while ZenML prepares the run
+             (flavors/prestart.py)
    Timed: (session build +) the pipeline call, inside the child. Imports and loading the
    active stack happen before the clock starts, identically in every variant. Variants are
    interleaved (rotated each repeat); medians over the repeats. A table splits each
@@ -19,6 +24,7 @@ What it measures, per row of the ENGINES table (Spark, Dask, Ray):
    (ZenML's own step overhead), from perf_counter wrappers installed in the children.
      RESULT spark_reuse ratio=<ours/seed>
      RESULT spark_vs_floor ratio=<ours/floor>          (target <= 1.10)
+     RESULT spark_warmstart_vs_floor ratio=<warm/floor> (target <= 0.85)
    The Dask row (bench/pipelines_dask.py) is timed and split the same way: every step
    builds a pandas frame, `from_pandas` + a column transform + a groupby count, computed
    through the client (small ints between steps); every cluster is a
@@ -32,6 +38,7 @@ What it measures, per row of the ENGINES table (Spark, Dask, Ray):
              inside the pipeline call
      RESULT dask_reuse ratio=<ours/seed>               (target <= 0.50)
      RESULT dask_vs_floor ratio=<ours/floor>           (informational)
+     RESULT dask_warmstart_vs_floor ratio=<warm/floor> (target <= 0.95)
    The Ray row (bench/pipelines_ray.py) likewise: every step `ray.put`s 4 partitions of
    `np.arange(rows)` and counts rows per key with one `@ray.remote` task each (`ray.get`,
    small ints between steps); every Ray is a local one with num_cpus=1, a 100 MiB object
@@ -45,12 +52,17 @@ What it measures, per row of the ENGINES table (Spark, Dask, Ray):
              inside the pipeline call
      RESULT ray_reuse ratio=<ours/seed>                (target <= 0.50)
      RESULT ray_vs_floor ratio=<ours/floor>            (informational)
+     RESULT ray_warmstart_vs_floor ratio=<warm/floor>  (target <= 0.95)
 2. Hook overhead (rows with a hook_result: Spark; the hooks are the shared core's,
-   flavors/engine.py): a child with the Spark engine on the stack runs a pipeline of engine-free
-   steps; the component class's `prepare_step_run`, `get_step_run_metadata`,
-   `cleanup_step_run` and the deferred `_end_of_step` are wrapped with perf_counter (in the
-   bench process only) -> total hook time / steps.
+   flavors/engine.py): a child with the Spark engine on the stack (prestart=auto, the
+   default) runs a pipeline of engine-free steps; the component class's `prepare_step_run`,
+   `get_step_run_metadata`, `cleanup_step_run` and the deferred `_end_of_step` are wrapped
+   with perf_counter (in the bench process only) -> total hook time / steps; and
+   `flavors.prestart.consider` (deciding, on the pipeline's thread, whether to begin the
+   engine; the history lookup it may hand to a background thread is in the wall clock
+   below only) -> time per run. The engine must not start.
      RESULT hook_overhead_ms value=<ms per engine-less step>   (target <= 5)
+     RESULT wasted_prestart_ms value=<ms per engine-free run>   (target <= 5)
    The same child also runs the pipeline on a stack without the engine, interleaved, and
    prints the per-step wall-clock difference (informational; noisy).
 
@@ -94,7 +106,7 @@ from bench._common import (  # noqa: E402
     run_child,
 )
 
-VARIANTS = ("seed", "floor", "ours")
+VARIANTS = ("seed", "floor", "ours", "warm")
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,7 @@ class EngineBench:
     module: str
     reuse_result: str  # RESULT name of ours/seed
     floor_result: str  # RESULT name of ours/floor
+    warm_result: str  # RESULT name of warm/floor
     hook_result: Optional[str]  # RESULT name of the hook overhead, None to skip
     steps: int = 5
     rows: int = 200_000
@@ -124,6 +137,7 @@ ENGINES: Dict[str, EngineBench] = {
         module="bench.pipelines_spark",
         reuse_result="spark_reuse",
         floor_result="spark_vs_floor",
+        warm_result="spark_warmstart_vs_floor",
         hook_result="hook_overhead_ms",
     ),
     # The hooks are the shared core's (flavors/engine.py); the Spark row measures them.
@@ -133,6 +147,7 @@ ENGINES: Dict[str, EngineBench] = {
         module="bench.pipelines_dask",
         reuse_result="dask_reuse",
         floor_result="dask_vs_floor",
+        warm_result="dask_warmstart_vs_floor",
         hook_result=None,
     ),
     "ray": EngineBench(
@@ -141,6 +156,7 @@ ENGINES: Dict[str, EngineBench] = {
         module="bench.pipelines_ray",
         reuse_result="ray_reuse",
         floor_result="ray_vs_floor",
+        warm_result="ray_warmstart_vs_floor",
         hook_result=None,
         child_env=RAY_CHILD_ENV,
     ),
@@ -176,18 +192,21 @@ def child_setup(engines: List[str]) -> None:
         if bench.flavor not in existing:
             client.create_flavor(source=bench.flavor_source, component_type=kind)
             existing.add(bench.flavor)
-        component = f"bench-{name}"
         config = {**getattr(module, "COMPONENT_CONFIG", {}), **bench.component_config}
-        client.create_stack_component(name=component, flavor=bench.flavor, component_type=kind, configuration=config)
-        stack = client.create_stack(
-            name=component,
-            components={
-                StackComponentType.ORCHESTRATOR: "default",
-                StackComponentType.ARTIFACT_STORE: "default",
-                kind: component,
-            },
-        )
-        stacks[name] = str(stack.id)
+        for key, prestart in ((name, "never"), (f"{name}-warm", "auto")):
+            component = f"bench-{key}"
+            client.create_stack_component(
+                name=component, flavor=bench.flavor, component_type=kind, configuration={**config, "prestart": prestart}
+            )
+            stack = client.create_stack(
+                name=component,
+                components={
+                    StackComponentType.ORCHESTRATOR: "default",
+                    StackComponentType.ARTIFACT_STORE: "default",
+                    kind: component,
+                },
+            )
+            stacks[key] = str(stack.id)
     emit({"stacks": stacks})
 
 
@@ -266,6 +285,7 @@ def _install_zenml_timers(timers: Timers) -> Timers:
 
 def _install_engine_timers(module: Any, timers: Timers) -> Timers:
     import flavors.engine
+    import flavors.prestart
 
     engine_class = module.component_class()
     for name in HOOKS:
@@ -273,6 +293,7 @@ def _install_engine_timers(module: Any, timers: Timers) -> Timers:
     for name in ("session", "_start", "_stop", "_describe"):
         timers.wrap(engine_class, name)
     timers.wrap(flavors.engine, "_run_is_over")
+    timers.wrap(flavors.prestart, "consider")
     timers.wrap_property(engine_class, "settings_class")
     for owner, name in getattr(module, "EXTRA_TIMERS", lambda: [])():
         timers.wrap(owner, name)
@@ -305,7 +326,8 @@ def child_reuse(engine: str, variant: str) -> None:
     label, engine_processes = _process_check(module)
     _warm_client()
     timers = _install_zenml_timers(Timers())
-    if variant == "ours":
+    ours = variant in ("ours", "warm")  # our component, lazy or begun while ZenML prepares
+    if ours:
         _install_engine_timers(module, timers)
 
     build_s = 0.0
@@ -313,11 +335,11 @@ def child_reuse(engine: str, variant: str) -> None:
     if variant == "floor":
         module.build_floor()
         build_s = time.perf_counter() - start
-    run = module.reuse_pipeline(mode=variant, steps=bench.steps, rows=bench.rows)
+    run = module.reuse_pipeline(mode="ours" if ours else variant, steps=bench.steps, rows=bench.rows)
     wall_s = time.perf_counter() - start
 
     # ---- checks and cleanup, off the clock ----
-    procs_after_run = len(wait_none_left(engine_processes, 3.0)) if variant == "ours" else None
+    procs_after_run = len(wait_none_left(engine_processes, 3.0)) if ours else None
     if variant == "floor":
         module.release_floor()
     else:
@@ -336,9 +358,14 @@ def child_reuse(engine: str, variant: str) -> None:
     if got != expected:
         raise BenchError(f"pipeline computed {got}, expected {expected}")
 
+    first_step = run.steps["job_0"].run_metadata.get("compute_engine", {})
+    if variant == "warm" and not first_step.get("prestarted"):
+        raise BenchError(f"the warm variant's engine was not begun ahead of its first step: {first_step}")
     step_times = module.STEP_TIMES
     payload: Dict[str, Any] = {
         "variant": variant,
+        "prestart_waited_s": first_step.get("prestart_waited_s"),
+        "prestart_start_s": first_step.get("prestart_start_s"),
         "wall_s": wall_s,
         "build_s": build_s,
         "steps_run": len(step_times),
@@ -383,8 +410,10 @@ def child_hooks(engine: str, steps: int, repeats: int, plain_stack: str, engine_
     for _ in range(repeats):
         plain.append(run_on(plain_stack))
         with_engine.append(run_on(engine_stack))
-    if live_engines():
-        raise BenchError(f"an engine-free pipeline started an engine: {live_engines()}")
+    from flavors import prestart
+
+    if live_engines() or prestart._PENDING:
+        raise BenchError(f"an engine-free pipeline started an engine: {live_engines()} {prestart._PENDING}")
     engine_steps = (repeats + 1) * steps
     calls = timers.calls
     if calls["prepare_step_run"] != engine_steps:
@@ -490,9 +519,15 @@ def _named(result_name: str, args: Any) -> str:
 def bench_engine(name: str, scratch: Path, env: Dict[str, str], stacks: Dict[str, str], args: Any) -> None:
     bench = ENGINES[name]
     runs: Dict[str, List[Dict[str, Any]]] = {v: [] for v in VARIANTS}
+    stack_of = {"ours": stacks[name], "warm": stacks[f"{name}-warm"]}
+    # The warm stack's earlier run (untimed): its history is what tells prestart=auto
+    # that this pipeline's steps use the engine (nothing in their signatures does).
+    run_child(_child(["reuse", "--engine", name, "--variant", "ours"]),
+              {**env, **bench.child_env, "ZENML_ACTIVE_STACK_ID": stack_of["warm"]},
+              scratch / f"{name}-warm-history.log", timeout_s=args.child_timeout)
     for repeat in range(args.repeats):
         for variant in rotated(VARIANTS, repeat):
-            stack = stacks[name] if variant == "ours" else stacks[PLAIN_STACK]
+            stack = stack_of.get(variant, stacks[PLAIN_STACK])
             log = scratch / f"{name}-{variant}-{repeat}.log"
             payload = run_child(
                 _child(["reuse", "--engine", name, "--variant", variant]),
@@ -511,12 +546,17 @@ def bench_engine(name: str, scratch: Path, env: Dict[str, str], stacks: Dict[str
         print(f"  {variant:5s} {med[variant]:6.2f} s  runs={fmt_s(walls[variant])}")
     labels = runs["ours"][0]["labels"]  # declared by the engine module (the parent never imports it)
     _print_breakdown(runs, labels["breakdown"], labels.get("detail", ()))
-    ours = runs["ours"]
-    print(f"  {labels['process']} processes left when ours' pipeline call returned: "
+    ours = runs["ours"] + runs["warm"]
+    print(f"  {labels['process']} processes left when ours' and warm's pipeline calls returned: "
           f"{sorted(set(x['procs_after_run'] for x in ours))} (the engine stops inside the call)")
-    print(f"  ours - floor = {med['ours'] - med['floor']:+.2f} s; ours - seed = {med['ours'] - med['seed']:+.2f} s")
+    print(f"  ours - floor = {med['ours'] - med['floor']:+.2f} s; ours - seed = {med['ours'] - med['seed']:+.2f} s; "
+          f"warm - floor = {med['warm'] - med['floor']:+.2f} s")
+    warm = runs["warm"]
+    print(f"  warm: the first step waited {median(x['prestart_waited_s'] for x in warm):.2f} s of a "
+          f"{median(x['prestart_start_s'] for x in warm):.2f} s start begun while ZenML prepared the run (medians)")
     result(_named(bench.reuse_result, args), ratio=med["ours"] / med["seed"])
     result(_named(bench.floor_result, args), ratio=med["ours"] / med["floor"])
+    result(_named(bench.warm_result, args), ratio=med["warm"] / med["floor"])
 
     if bench.hook_result is None:
         return
@@ -528,7 +568,7 @@ def bench_engine(name: str, scratch: Path, env: Dict[str, str], stacks: Dict[str
                 "--hook-steps", str(args.hook_steps),
                 "--repeats", str(args.repeats),
                 "--plain-stack", stacks[PLAIN_STACK],
-                "--engine-stack", stacks[name],
+                "--engine-stack", stacks[f"{name}-warm"],
             ]
         ),
         {**env, **bench.child_env},
@@ -564,6 +604,7 @@ def bench_engine(name: str, scratch: Path, env: Dict[str, str], stacks: Dict[str
         f"{diff_ms:+.1f} ms/step (noisy)"
     )
     result(_named(bench.hook_result, args), value=per_step_ms)
+    result(_named("wasted_prestart_ms", args), value=totals.get("consider", 0.0) / runs * 1e3)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> Any:

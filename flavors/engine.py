@@ -50,6 +50,7 @@ HOST_TYPE = StackComponentType.FEATURE_STORE
 
 Reuse = Literal["step", "pipeline_run", "process"]
 Teardown = Literal["always", "on_success"]
+Prestart = Literal["auto", "always", "never"]
 
 
 class EngineError(RuntimeError):
@@ -109,11 +110,17 @@ class BaseEngineConfig(BaseEngineSettings, BaseFeatureStoreConfig):
             failed step; `on_success` keeps it after a failure for inspection.
         startup_timeout_s: How long starting or connecting may take before the
             step fails with the address in the message.
+        prestart: Under the local orchestrator, begin the start while ZenML prepares
+            the run: `auto` when the run will use the engine (a step's signature holds
+            its data type, a step has settings for it, or the pipeline's last run on
+            this stack used it), `always` for every run, `never` (the default) to start
+            when the first step asks (flavors/prestart.py; the README says when it pays).
     """
 
     reuse: Reuse = "pipeline_run"
     teardown: Teardown = "always"
     startup_timeout_s: float = Field(default=120.0, gt=0)
+    prestart: Prestart = "never"
 
     @property
     def owns_engine(self) -> bool:
@@ -181,6 +188,9 @@ def shutdown_engines() -> None:
     Runs at interpreter exit and on SIGTERM; call it from a notebook to release a
     `reuse: process` engine early. Engines the user started by hand are left alone.
     """
+    from flavors import prestart
+
+    prestart.discard_all()
     with _LOCK:
         for live in list(_LIVE.values()):
             live.engine._close(live, reason="shutdown")
@@ -240,6 +250,9 @@ class BaseEngine(HostedInFeatureStoreSlot):
     # pip extra of this package for the engine, and system packages.
     pip_extra: ClassVar[str] = ""
     system_packages: ClassVar[Tuple[str, ...]] = ()
+    # Modules of the engine's data types: a step whose signature holds one will use the
+    # engine (flavors/prestart.py).
+    data_type_modules: ClassVar[Tuple[str, ...]] = ()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -256,6 +269,15 @@ class BaseEngine(HostedInFeatureStoreSlot):
         """
         register_engine_materializers()
         return self.engine_settings_class
+
+    @property
+    def validator(self) -> None:
+        """ZenML reads this whenever it validates a stack, among others right after it
+        compiled a run in this process: where the engine may begin its start (`prestart`)."""
+        from flavors import prestart
+
+        prestart.consider(self)
+        return None
 
     @property
     def config(self) -> BaseEngineConfig:
@@ -349,10 +371,27 @@ class BaseEngine(HostedInFeatureStoreSlot):
         Starts an owned engine or connects to an attached one on first use, reuses it
         according to `reuse`, and applies the step's settings.
         """
+        from flavors import prestart
+
         context = current_step_context()
         settings = self._step_settings(context.step_run) if context is not None else self.config
+        # An engine begun while ZenML prepared the run: waited for outside the lock, which
+        # its start may need.
+        prestarted, waited_s, begun = prestart.take(self) if context is not None else (None, 0.0, None)
         with _LOCK:
             live = _LIVE.get(self.id)
+            if prestarted is not None and begun is not None:
+                if live is None:
+                    prestarted.run_id = context.pipeline_run.id
+                    prestarted.notes["prestart"] = {
+                        "reason": begun.reason,
+                        "step_run_id": context.step_run.id,
+                        "start_s": round((begun.ready_at or time.time()) - begun.requested_at, 3),
+                        "waited_s": round(waited_s, 3),
+                    }
+                    _LIVE[self.id] = live = prestarted
+                else:  # started meanwhile by a call outside any step: keep that one
+                    self._close(prestarted, reason="an engine was started meanwhile")
             if live is not None and context is not None and context.step_run.id not in live.steps:
                 if not live.adopted and not self._is_alive(live):
                     logger.warning(
@@ -421,6 +460,12 @@ class BaseEngine(HostedInFeatureStoreSlot):
             "engine_starts_in_process": self.start_count,
             **live.facts,
         }
+        begun = live.notes.get("prestart")
+        facts["prestarted"] = begun is not None
+        if begun is not None:  # how much of the start the step that took it still waited for
+            facts["prestart_reason"] = begun["reason"]
+            facts["prestart_start_s"] = begun["start_s"]
+            facts["prestart_waited_s"] = begun["waited_s"] if begun["step_run_id"] == info.step_run_id else 0.0
         view = live.step_views.get(info.step_run_id)
         if view is not None:
             facts.update(self._step_facts(live, view))
@@ -439,6 +484,10 @@ class BaseEngine(HostedInFeatureStoreSlot):
             context._cleanup_registry.register_callback(self._end_of_step, info, step_failed)
 
     def _end_of_step(self, info: Any, step_failed: bool) -> None:
+        from flavors import prestart
+
+        if prestart.pending(self) is not None and (step_failed or _run_is_over(info)):
+            prestart.discard(self)
         with _LOCK:
             live = _LIVE.get(self.id)
             if live is None or live.run_id != info.run_id:
@@ -465,6 +514,12 @@ class BaseEngine(HostedInFeatureStoreSlot):
     # ---- the state machine ---------------------------------------------------------
 
     def _open(self, settings: BaseEngineSettings, run_id: Optional[UUID]) -> LiveEngine:
+        live = self._open_live(settings, run_id)
+        _LIVE[self.id] = live
+        return live
+
+    def _open_live(self, settings: BaseEngineSettings, run_id: Optional[UUID]) -> LiveEngine:
+        """Start, connect or adopt the engine; the caller registers it."""
         handle = self._find_user_engine()
         if handle is not None:
             live = LiveEngine(self, handle, owned=False, adopted=True, run_id=run_id)
@@ -486,7 +541,6 @@ class BaseEngine(HostedInFeatureStoreSlot):
                 f"; dashboard: {live.dashboard_url}" if live.dashboard_url else "",
             )
         _START_COUNTS[self.id] = _START_COUNTS.get(self.id, 0) + 1
-        _LIVE[self.id] = live
         return live
 
     def _close(self, live: LiveEngine, reason: str, bounded: bool = False) -> None:

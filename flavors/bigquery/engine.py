@@ -49,6 +49,7 @@ class BigQueryEngine(BaseEngine):
 
     kind = "bigquery"
     pip_extra = "bigquery"
+    data_type_modules = ("materializers.bigquery_dataset",)
     engine_settings_class = BigQueryEngineSettings
 
     @property

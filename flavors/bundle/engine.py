@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 from zenml.stack.stack_validator import StackValidator
 
+from flavors import prestart
 from flavors.bundle.flavor import EngineBundleConfig, EngineBundleSettings
 from flavors.engine import (
     HOST_TYPE,
@@ -103,6 +104,12 @@ class EngineBundle(HostedInFeatureStoreSlot):
             _, problems = self._load_members()
             return (not problems, f"Engine bundle '{self.name}': {'; '.join(problems)}.")
 
+        try:
+            members = self.members
+        except EngineError:
+            members = {}  # the validator says what is wrong
+        for member in members.values():
+            prestart.consider(member)  # see BaseEngine.validator
         return StackValidator(custom_validation_function=members_are_valid)
 
     @property

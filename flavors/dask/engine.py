@@ -128,6 +128,7 @@ class DaskEngine(BaseEngine):
 
     kind = "dask"
     pip_extra = "dask"
+    data_type_modules = ("dask.dataframe", "dask_expr")
     engine_settings_class = DaskEngineSettings
 
     @property

@@ -268,6 +268,7 @@ class RayEngine(BaseEngine):
 
     kind = "ray"
     pip_extra = "ray"
+    data_type_modules = ("ray.data",)
     engine_settings_class = RayEngineSettings
 
     _attempt: Optional[_Attempt] = None

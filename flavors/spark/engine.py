@@ -135,6 +135,7 @@ class SparkEngine(BaseEngine):
 
     kind = "spark"
     pip_extra = "spark"
+    data_type_modules = ("pyspark.sql",)
     system_packages = ("openjdk-17-jre-headless",)  # the driver and executors are JVMs
     engine_settings_class = SparkEngineSettings
     # Process-wide, like the environment variable it tracks (see `_create`).

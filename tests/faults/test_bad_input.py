@@ -19,6 +19,7 @@ from tests.support import zenml_env
 BQ = {"project": "my-project", "location": "EU"}
 COMMON = [  # every flavor: field, bad value
     ("reuse", "forever"), ("teardown", "never"), ("startup_timeout_s", -1), ("startup_timeout_s", "soon"),
+    ("prestart", "sometimes"), ("prestart", True),
 ]
 CASES = {  # flavor -> (base config, [(field, bad value)])
     "spark": ({}, COMMON + [

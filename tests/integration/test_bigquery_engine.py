@@ -72,7 +72,7 @@ def test_seed_step_runs_unchanged_with_a_client_from_the_stack(bq):
 
     from tests.integration.bigquery_pipelines import seed_pipeline
 
-    stack = bq.stack(maximum_bytes_billed="1GB")
+    stack = bq.stack(maximum_bytes_billed="1GB", prestart="auto")
     run = Client().get_pipeline_run(seed_pipeline(table_id=bq.source).id)
 
     # The seed's query wrote its destination table (the emulator ignores `destination`;
@@ -85,6 +85,8 @@ def test_seed_step_runs_unchanged_with_a_client_from_the_stack(bq):
     facts = zenml_env.step_metadata(run, "process_big_query_data")
     assert facts["engine"] == "bigquery" and facts["mode"] == "attached"
     assert facts["engine_starts_in_process"] == 1
+    # The client was made while ZenML prepared the run (the steps pass BigQuery tables).
+    assert facts["prestarted"] is True and "BigQueryDataset" in facts["prestart_reason"]
     assert facts["credentials"] == "anonymous (loopback api_endpoint)"
     assert facts["storage_read_api"] == "off (rows over REST)"
     assert stack.feature_store.id not in live_engines()

@@ -39,7 +39,7 @@ def bundle_stack(zen):
 def test_two_engines_of_one_bundle_each_start_once_and_stop(zen, bundle_stack):
     from tests.integration.bundle_pipelines import two_engines
 
-    spark, dask = _component(zen, "spark", SPARK), _component(zen, "dask", DASK)
+    spark, dask = _component(zen, "spark", {**SPARK, "prestart": "auto"}), _component(zen, "dask", {**DASK, "prestart": "auto"})
     stack = bundle_stack(spark, dask)
     run = two_engines(n=100)
 
@@ -55,6 +55,8 @@ def test_two_engines_of_one_bundle_each_start_once_and_stop(zen, bundle_stack):
     assert first["spark"]["application_id"] == third["application_id"]  # one Spark for the run
     for facts in (first["spark"], second["dask"], third):
         assert facts["engine_starts_in_process"] == 1 and facts["mode"] == "owned"
+    # Both members began while ZenML prepared the run: their data types are in the signatures.
+    assert first["spark"]["prestarted"] is True and second["dask"]["prestarted"] is True
 
     bundle = stack.feature_store
     assert {m.id for m in bundle.members.values()}.isdisjoint(live_engines())

@@ -86,7 +86,7 @@ def last_run(pipeline_name: str):
 
 
 def test_owned_engine_one_init_per_run_dataset_artifacts_and_teardown(ray_stack, init_calls):
-    ray_stack(**SMALL)
+    ray_stack(**SMALL, prestart="auto")
     rp.dataset_pipeline(n=1000)
     run = last_run("dataset_pipeline")
     assert run.status == "completed"
@@ -110,7 +110,11 @@ def test_owned_engine_one_init_per_run_dataset_artifacts_and_teardown(ray_stack,
         assert meta["address"].startswith("127.0.0.1:"), meta["address"]
     assert len({m["ray_session"] for m in metas}) == 1
     assert len({m["job_id"] for m in metas}) == 1
+    # Ray began while ZenML prepared the run (the steps pass Ray Datasets); the first step
+    # waited only for what was left of it.
     meta = metas[0]
+    assert meta["prestarted"] is True and "ray.data" in meta["prestart_reason"]
+    assert meta["prestart_waited_s"] < meta["prestart_start_s"]
     assert meta["ray_version"] == ray.__version__
     assert meta["node_count"] == 1
     assert meta["cluster_resources"]["CPU"] == 1.0

@@ -1,0 +1,319 @@
+"""Warm start: begin an engine's start while ZenML prepares a run that will use it.
+
+Under the local orchestrator ZenML compiles a run, registers its snapshot and creates the
+run (seconds) in the process that then runs the steps. Once the run has compiled, ZenML
+validates the stack, reading every component's `validator` (DESIGN.md §4); `consider()` is
+called from that read. If a run is being prepared here (its settings are valid by then),
+its steps will run here and the run will use the engine, the engine starts on a
+background thread; the first step that asks for it takes it (`take()`), waiting only for
+what is left of the start. An engine no step took is stopped when the run is over, or
+when the call that prepared the run returns or fails without running a step.
+
+"Will use" (`prestart: auto`): a step's signature holds the engine's data type, a step
+carries settings for the engine's slot, or the latest run of the same pipeline on the same
+stack recorded this component in a step's `compute_engine` metadata (looked up on the background thread,
+so an engine-free pipeline pays nothing for it). `prestart: always` starts it for every
+run prepared here; `never` (the default) leaves the start to the first step.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import typing
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
+
+from zenml.logger import get_logger
+
+if TYPE_CHECKING:
+    from flavors.engine import BaseEngine, LiveEngine
+
+logger = get_logger(__name__)
+
+# How deep below ZenML's `Pipeline._create_snapshot` a `validator` read may be.
+_MAX_FRAMES = 40
+_PIPELINE_FILE = "/zenml/pipelines/pipeline_definition.py"
+_WATCH_INTERVAL_S = 0.25
+
+_PENDING: Dict[Any, "Prestart"] = {}  # by component id
+_LOCK = threading.Lock()
+# The run being prepared (its compiled snapshot, held so its id stays unique) and the
+# components already considered for it: ZenML validates the stack more than once.
+_CONSIDERED: List[Any] = [None, set()]
+
+
+class Prestart:
+    """One engine start begun while a run was being prepared."""
+
+    def __init__(
+        self, engine: "BaseEngine", reason: Optional[str], pipeline_name: str, stack_id: Any, run_call: Any
+    ) -> None:
+        self.engine = engine
+        self.reason = reason  # None: decided on the thread, from the pipeline's last run
+        self.pipeline_name = pipeline_name
+        self.stack_id = stack_id
+        # The frame of the call that prepares and runs the pipeline, and its thread.
+        self._run_call = run_call
+        self._run_thread = threading.get_ident()
+        self.requested_at = time.time()
+        self.ready_at: Optional[float] = None
+        self.live: Optional["LiveEngine"] = None
+        self.error: Optional[BaseException] = None
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._thread = threading.Thread(target=self._run, name=f"{engine.kind}-prestart", daemon=True)
+
+    def __repr__(self) -> str:
+        state = "failed" if self.error else "ready" if self.live else "starting" if not self.done.is_set() else "skipped"
+        return f"<Prestart {self.engine.kind} '{self.engine.name}' {state} ({self.reason or 'deciding'})>"
+
+    def _run(self) -> None:
+        live = None
+        try:
+            if self.reason is None:
+                self.reason = _used_by_last_run(self.pipeline_name, self.stack_id, self.engine)
+                if self.reason is None:
+                    return
+            logger.info(
+                "Starting the %s engine of '%s' while ZenML prepares the run (%s).",
+                self.engine.kind, self.engine.name, self.reason,
+            )
+            live = self.engine._open_live(self.engine.config, run_id=None)
+        except BaseException as e:  # reported by the first step that asks for the engine
+            self.error = e
+        finally:
+            self.ready_at = time.time()
+            with self._lock:
+                abandoned = self._abandoned
+                if not abandoned:
+                    self.live = live
+            if live is None and self.error is None:
+                _forget(self)  # nothing was started: a step starts the engine as usual
+            self.done.set()
+        if live is None:
+            return
+        if abandoned:
+            self.engine._close(live, reason="no step of its run used it")
+            return
+        self._watch_run_call()
+
+    def _watch_run_call(self) -> None:
+        """Until a step takes the engine: stop it if the call that prepared the run is
+        over (it failed before its first step, or every step was cached)."""
+        while True:
+            with self._lock:
+                if self.live is None:  # taken or abandoned
+                    return
+            if not _frame_running(self._run_call, self._run_thread):
+                _forget(self)
+                self.abandon(wait=False)
+                return
+            time.sleep(_WATCH_INTERVAL_S)
+
+    def take(self) -> Tuple[Optional["LiveEngine"], float]:
+        """Wait for the start; the live engine (None if nothing was started) and the
+        seconds waited. Raises what the start raised."""
+        asked = time.time()
+        limit = self.engine.config.startup_timeout_s + 60  # the start itself gives up before
+        if not self.done.wait(limit):
+            from flavors.engine import EngineError
+
+            self.abandon(wait=False)
+            raise EngineError(
+                f"The {self.engine.kind} engine of '{self.engine.name}' begun while ZenML prepared the "
+                f"run did not come up within {limit:g}s."
+            )
+        waited = time.time() - asked
+        if self.error is not None:
+            raise self.error
+        with self._lock:
+            live, self.live = self.live, None
+        self._run_call = None
+        return live, waited
+
+    def abandon(self, wait: bool = True) -> None:
+        """No step will take this engine: stop it now, or once its start is over (waited
+        for, bounded by the start's own timeout, unless `wait` is off)."""
+        with self._lock:
+            self._abandoned = True
+            live, self.live = self.live, None
+        if live is not None:
+            self.engine._close(live, reason="no step of its run used it")
+        elif wait and threading.current_thread() is not self._thread:
+            self._thread.join(self.engine.config.startup_timeout_s + 10)
+
+
+def _forget(prestart: Prestart) -> None:
+    with _LOCK:
+        if _PENDING.get(prestart.engine.id) is prestart:
+            del _PENDING[prestart.engine.id]
+
+
+def pending(engine: "BaseEngine") -> Optional[Prestart]:
+    """The start begun for `engine` that no step has taken yet."""
+    return _PENDING.get(engine.id)
+
+
+def take(engine: "BaseEngine") -> Tuple[Optional["LiveEngine"], float, Optional[Prestart]]:
+    """For a step asking for `engine`: the pre-started engine (or None), seconds waited, and
+    the prestart it came from."""
+    prestart = _PENDING.get(engine.id)
+    if prestart is None:
+        return None, 0.0, None
+    try:
+        live, waited = prestart.take()
+    except Exception:
+        _forget(prestart)
+        raise
+    # (Interrupted while waiting, it stays pending: the exit handlers stop what it started.)
+    _forget(prestart)
+    return live, waited, prestart
+
+
+def discard(engine: "BaseEngine") -> None:
+    """The run is over and no step took the engine begun for it: stop it."""
+    with _LOCK:
+        prestart = _PENDING.pop(engine.id, None)
+    if prestart is not None:
+        prestart.abandon()
+
+
+def discard_all() -> None:
+    """Process exit or SIGTERM: stop every engine begun here that no step took."""
+    with _LOCK:
+        prestarts = list(_PENDING.values())
+        _PENDING.clear()
+    for prestart in prestarts:
+        prestart.abandon()
+
+
+# ---- deciding -------------------------------------------------------------------------
+
+
+def consider(engine: "BaseEngine") -> None:
+    """Called whenever ZenML reads the component's `validator`; begins the engine's start
+    if a run that will use it is being prepared in this process. Never raises: a warm
+    start is an optimisation, and the step starts the engine otherwise."""
+    try:
+        _consider(engine)
+    except Exception as e:
+        logger.debug("Not pre-starting the %s engine of '%s': %s", engine.kind, engine.name, e)
+
+
+def _consider(engine: "BaseEngine") -> None:
+    from flavors.engine import _install_exit_handlers, current_step_context, live_engines
+
+    mode = engine.config.prestart
+    if mode == "never" or engine.id in _PENDING:
+        return
+    preparing = _run_being_prepared()
+    if preparing is None:
+        return
+    snapshot, pipeline, stack, run_call = preparing
+    if _CONSIDERED[0] is not snapshot:
+        _CONSIDERED[:] = [snapshot, set()]
+    if engine.id in _CONSIDERED[1]:
+        return
+    _CONSIDERED[1].add(engine.id)
+    if engine.id in live_engines() or current_step_context() is not None:
+        return
+    orchestrator = stack.orchestrator
+    if orchestrator.flavor != "local" or orchestrator.run_init_cleanup_at_step_level:
+        return  # the steps run elsewhere: an engine started here would serve nobody
+    reason = "prestart=always" if mode == "always" else _used_by_signature(pipeline, engine)
+    _install_exit_handlers()  # from this (main) thread: the start's thread cannot install SIGTERM's
+    prestart = Prestart(engine, reason, pipeline_name=pipeline.name, stack_id=stack.id, run_call=run_call)
+    with _LOCK:
+        _PENDING[engine.id] = prestart
+    prestart._thread.start()
+
+
+def _is_pipeline_frame(frame: Any) -> bool:
+    return frame.f_code.co_filename.replace("\\", "/").endswith(_PIPELINE_FILE)
+
+
+def _run_being_prepared() -> Optional[Tuple[Any, Any, Any, Any]]:
+    """(compiled snapshot, pipeline, stack, outermost pipeline call frame) if ZenML's
+    `Pipeline._create_snapshot` is on this thread's stack, validating the stack of a run
+    it just compiled."""
+    frame = sys._getframe(2)
+    for _ in range(_MAX_FRAMES):
+        if frame is None:
+            return None
+        if frame.f_code.co_name == "_create_snapshot" and _is_pipeline_frame(frame):
+            local = frame.f_locals
+            if not all(key in local for key in ("self", "snapshot", "stack")):
+                return None
+            run_call = frame
+            while run_call.f_back is not None and _is_pipeline_frame(run_call.f_back):
+                run_call = run_call.f_back
+            return local["snapshot"], local["self"], local["stack"], run_call
+        frame = frame.f_back
+    return None
+
+
+def _frame_running(frame: Any, thread_id: int) -> bool:
+    """Whether `frame` is still on the stack of thread `thread_id`."""
+    current = sys._current_frames().get(thread_id)
+    while current is not None:
+        if current is frame:
+            return True
+        current = current.f_back
+    return False
+
+
+def _annotation_types(annotation: Any) -> Iterator[Any]:
+    """The classes inside an annotation (Annotated, Optional, Union, List[...], ...)."""
+    if isinstance(annotation, type):
+        yield annotation
+    for argument in typing.get_args(annotation):
+        yield from _annotation_types(argument)
+
+
+def _used_by_signature(pipeline: Any, engine: "BaseEngine") -> Optional[str]:
+    """Why a step of `pipeline` will use `engine`, from its signature or its settings
+    (a bundle's settings name no member, so only signatures count for its members)."""
+    slot = str(engine.type)
+    for name, invocation in pipeline.invocations.items():
+        step = invocation.step
+        settings = step.configuration.settings
+        if engine._bundle is None and any(key == slot or key.startswith(f"{slot}.") for key in settings):
+            return f"step '{name}' has {slot} settings"
+        definition = step.entrypoint_definition
+        annotations = [parameter.annotation for parameter in definition.inputs.values()]
+        annotations += [output.resolved_annotation for output in definition.outputs.values()]
+        for annotation in annotations:
+            for cls in _annotation_types(annotation):
+                module = getattr(cls, "__module__", "") or ""
+                if module.startswith(engine.data_type_modules):
+                    return f"step '{name}' passes a {module}.{cls.__qualname__}"
+    return None
+
+
+def _used_by_last_run(pipeline_name: str, stack_id: Any, engine: "BaseEngine") -> Optional[str]:
+    """Why the engine will be used, going by the latest earlier run of this pipeline on this stack."""
+    from zenml.client import Client
+
+    client = Client()
+    runs = client.list_pipeline_runs(
+        pipeline_name=pipeline_name, stack_id=stack_id, sort_by="desc:created", size=5, hydrate=False
+    )
+    for run in runs.items:
+        if not run.status.is_finished:
+            continue  # the run being prepared, or another one still going
+        for step in client.list_run_steps(pipeline_run_id=run.id, size=1000, hydrate=True).items:
+            if _names_component(step.run_metadata.get("compute_engine"), engine.name):
+                return f"step '{step.name}' of the last run, {run.name}, used it"
+        return None
+    return None
+
+
+def _names_component(facts: Any, name: str) -> bool:
+    """Whether `compute_engine` metadata (one engine's facts, or a bundle's by kind) names `name`."""
+    if not isinstance(facts, dict):
+        return False
+    if facts.get("component") == name:
+        return True
+    return any(isinstance(member, dict) and member.get("component") == name for member in facts.values())

@@ -1,0 +1,138 @@
+"""Warm start (flavors/prestart.py): under the local orchestrator an engine the run will use
+begins its start while ZenML prepares the run; the first step that asks waits only for
+what is left. Checked on real engines: what starts, when it stops, what the metadata says.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from flavors import prestart
+from flavors.engine import live_engines
+from tests.support import zenml_env
+from tests.support.dask_cluster import leftover_workers
+from tests.support.ports import free_port
+
+# Worker processes of their own, so that what was started and stopped can be counted.
+DASK = {"n_workers": 1, "threads_per_worker": 1, "memory_limit": "1GiB", "startup_timeout_s": 60, "prestart": "auto"}
+SPARK = {"master": "local[2]", "ui_enabled": False, "prestart": "auto"}
+
+
+@pytest.fixture
+def stack(zen):
+    """Activate a stack with an engine of the given flavor and config."""
+    yield zenml_env.activate_engine_stack
+    zenml_env.teardown_engines()
+
+
+@pytest.fixture
+def prestart_log(caplog):
+    caplog.set_level(logging.INFO, logger="flavors")
+    return lambda: [r.getMessage() for r in caplog.records if "while ZenML prepares the run" in r.getMessage()]
+
+
+def test_a_spark_run_begins_its_engine_before_its_first_step(stack, prestart_log):
+    from tests.integration.prestart_pipelines import spark_typed_pipeline
+
+    stack("spark", SPARK)
+    run = spark_typed_pipeline()
+    first, second = (zenml_env.step_metadata(run, name) for name in ("spark_frame", "spark_count"))
+    assert first["prestarted"] is True and "pyspark.sql" in first["prestart_reason"], first
+    # The step waited for only part of the start: the rest overlapped ZenML's own work.
+    assert 0 <= first["prestart_waited_s"] < first["prestart_start_s"], first
+    assert second["prestarted"] is True and second["prestart_waited_s"] == 0.0
+    assert first["engine_starts_in_process"] == second["engine_starts_in_process"]  # one engine
+    assert len(prestart_log()) == 1
+    assert live_engines() == {} and zenml_env.java_children(settle_s=10) == []
+
+
+def test_the_last_run_of_a_pipeline_tells_which_engines_the_next_will_use(stack, prestart_log):
+    from tests.integration.prestart_pipelines import untyped_dask_pipeline
+
+    stack("dask", DASK)
+    before = untyped_dask_pipeline()
+    assert zenml_env.step_metadata(before, "dask_sum")["prestarted"] is False  # nothing said it would
+    after = untyped_dask_pipeline()
+    facts = zenml_env.step_metadata(after, "dask_sum")
+    assert facts["prestarted"] is True, facts
+    assert f"of the last run, {before.name}, used it" in facts["prestart_reason"]
+    assert after.steps["dask_sum"].outputs["output"][0].load() == sum(range(10))
+    assert live_engines() == {} and leftover_workers() == []
+
+
+def test_an_engine_free_pipeline_starts_nothing_unless_prestart_is_always(stack, prestart_log):
+    from tests.integration.prestart_pipelines import engine_free_only_pipeline
+
+    stack("dask", DASK)
+    engine_free_only_pipeline()
+    assert prestart_log() == [] and leftover_workers() == []
+
+    stack("dask", {**DASK, "prestart": "always"})
+    run = engine_free_only_pipeline()
+    began = prestart_log()
+    assert len(began) == 1 and "prestart=always" in began[0], began
+    # Begun for the run, used by no step: stopped before the run's call returned.
+    assert zenml_env.step_metadata(run, "no_engine") == {}
+    assert prestart.pending(_active_engine()) is None
+    assert live_engines() == {} and leftover_workers() == []
+
+
+def _active_engine():
+    from zenml.client import Client
+
+    return Client().active_stack.feature_store
+
+
+def test_by_default_the_first_step_starts_the_engine(stack, prestart_log):
+    from tests.integration.prestart_pipelines import engine_free_then_dask_pipeline
+
+    stack("dask", {k: v for k, v in DASK.items() if k != "prestart"})  # prestart=never
+    run = engine_free_then_dask_pipeline()
+    assert zenml_env.step_metadata(run, "dask_frame")["prestarted"] is False
+    assert prestart_log() == []
+
+
+def test_a_failed_prestart_is_reported_by_the_step_that_asks_for_the_engine(stack):
+    from tests.integration.prestart_pipelines import engine_free_then_dask_pipeline
+
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    stack("dask", {"scheduler_address": address, "startup_timeout_s": 5, "prestart": "auto"})
+    with pytest.raises(RuntimeError):
+        engine_free_then_dask_pipeline()
+    from zenml.client import Client
+
+    run = Client().list_pipeline_runs(sort_by="desc:created", size=1).items[0]
+    assert str(run.steps["no_engine"].status) == "completed"  # the unrelated step is untouched
+    error = zenml_env.step_error(run.steps["dask_frame"])
+    assert error is not None and "Could not connect to the dask engine" in error.message and address in error.message
+
+
+def test_steps_that_run_elsewhere_never_prestart_in_the_submitting_process(stack, prestart_log):
+    from tests.integration.prestart_pipelines import engine_free_then_dask_pipeline
+
+    stack("dask", {**DASK, "prestart": "always"}, orchestrator=zenml_env.process_per_step_orchestrator())
+    run = engine_free_then_dask_pipeline()
+    assert prestart_log() == []
+    assert zenml_env.step_metadata(run, "dask_frame")["prestarted"] is False  # its own process started it
+    assert live_engines() == {}
+
+
+@pytest.mark.slow
+def test_an_engine_begun_for_a_run_served_from_the_cache_is_stopped(stack, prestart_log, caplog):
+    from tests.integration.prestart_pipelines import cached_spark_pipeline
+
+    stack("spark", SPARK)
+    n = free_port()  # a value no earlier run used, so that the first run executes
+    cached_spark_pipeline(n=n)
+    assert zenml_env.java_children(settle_s=10) == []
+    cached_spark_pipeline(n=n)  # every step cached: no step hook runs
+    assert len(prestart_log()) == 2
+    # The start began, no step took it, and the pipeline call returned: once up, it is stopped.
+    deadline = time.time() + 60
+    while time.time() < deadline and not any("no step of its run used it" in r.getMessage() for r in caplog.records):
+        time.sleep(0.25)
+    assert any("no step of its run used it" in r.getMessage() for r in caplog.records)
+    assert zenml_env.java_children(settle_s=10) == []
