@@ -23,21 +23,11 @@ from tests.support.spark_cluster import StandaloneCluster
 STARTUP_TIMEOUT_S = 30  # a Spark driver JVM takes 7-9 s to start on an idle 2-core machine
 
 
-class BigQueryEndpoint:
-    """What a BigQuery engine attaches to: an endpoint in front of the session's emulator
-    that can go away and come back at the same port."""
-
-    def __init__(self, emulator_url: str, port: int = 0) -> None:
-        self.proxy = RecordingProxy(emulator_url, port=port)
-        self.address = self.proxy.url
-
-    def stop(self) -> None:
-        self.proxy.stop()
-
-
-def _bigquery_endpoint(request: Any, port: int = 0) -> BigQueryEndpoint:
+def _bigquery_endpoint(request: Any, port: int = 0) -> RecordingProxy:
+    """What a BigQuery engine attaches to: a proxy in front of the session's emulator that
+    can go away (dropping its connections) and come back at the same port."""
     emulator, _ = request.getfixturevalue("bq_emulator")
-    return BigQueryEndpoint(emulator.rest_url, port)
+    return RecordingProxy(emulator.rest_url, port=port)
 
 
 # engine -> (start(request, port), its address, the component config attaching to it)
@@ -46,8 +36,8 @@ CLUSTERS = {
              lambda c: {"scheduler_address": c.address, "startup_timeout_s": STARTUP_TIMEOUT_S}),
     "ray": (lambda request, port=0: RayHead.start(port=port), lambda c: c.address,
             lambda c: {"address": c.address, "startup_timeout_s": STARTUP_TIMEOUT_S}),
-    "bigquery": (_bigquery_endpoint, lambda c: c.address,
-                 lambda c: {"project": "test", "api_endpoint": c.address, "startup_timeout_s": STARTUP_TIMEOUT_S}),
+    "bigquery": (_bigquery_endpoint, lambda c: c.url,
+                 lambda c: {"project": "test", "api_endpoint": c.url, "startup_timeout_s": STARTUP_TIMEOUT_S}),
     "spark": (lambda request, port=0: StandaloneCluster.start(port=port), lambda c: c.master_url,
               lambda c: {"master": c.master_url, "ui_enabled": False, "startup_timeout_s": STARTUP_TIMEOUT_S}),
 }
