@@ -25,6 +25,8 @@ import pytest  # noqa: E402
 
 from tests.support import zenml_env  # noqa: E402
 
+pytest_plugins = ["tests.support.fault_report"]
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):

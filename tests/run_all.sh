@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# The whole suite on the newest releases, as two pytest sessions. The oldest releases we
-# support (tests/oldest.txt) are installed once into .venv-oldest: its Spark is the cluster
-# of another release line the version-mismatch test needs. OLDEST_PASS=1 also runs the fast
-# set there after the suite (not yet part of CI: see the README's "Supported versions").
+# The whole suite on the newest releases, as two pytest sessions, then the fast set on the
+# oldest releases we support (tests/oldest.txt, installed once into .venv-oldest, whose
+# Spark is also the cluster of another release line the version-mismatch test needs).
+# OLDEST_PASS=0 skips that pass (while iterating).
+#
+# The main sessions run their tests in TEST_WORKERS (default 2) worker processes
+# (pytest-xdist): most of a test's time is spent waiting on engines and pipeline processes,
+# so two at once keep both cores busy. Each worker starts its own session fixtures
+# (clusters, servers) on free loopback ports, and every leak check counts only the
+# processes its own test started.
 #
 # Two sessions: once, a single session died of a segfault in a native (non-Python) thread
 # during a Spark test that ran after the Ray tests; Ray's in-process driver is the one
@@ -14,17 +20,21 @@ cd "$(dirname "$0")/.."
 python="${PYTHON:-.venv/bin/python}"
 oldest=.venv-oldest
 ray_tests=tests/integration/test_ray_engine.py
+parallel=(-n "${TEST_WORKERS:-2}" --dist worksteal)
 
 # The BigQuery emulator lives in a venv of its own (.venv-bqemu), created once here.
 "$python" -c "from examples._bqemulator import ensure_venv; ensure_venv()" || exit 1
 
-if [ ! -e "$oldest/installed" ]; then  # a venv cannot be moved into place: mark it complete
+# A venv cannot be moved into place: it is marked complete, with a stamp of what it was
+# installed from, and built anew when that changed.
+stamp="$(cat tests/oldest.txt pyproject.toml | sha256sum | cut -c1-16)"
+if [ "$(cat "$oldest/installed" 2>/dev/null)" != "$stamp" ]; then
     echo "Installing the oldest supported releases into $oldest (tests/oldest.txt)"
     rm -rf "$oldest"
     python3 -m venv "$oldest" \
         && "$oldest/bin/pip" install -q --upgrade pip \
         && "$oldest/bin/pip" install -q -c tests/oldest.txt -e '.[all,test]' \
-        && touch "$oldest/installed" || exit 1
+        && echo "$stamp" > "$oldest/installed" || exit 1
 fi
 
 spark_home() { "$1" -c "import os, pyspark; print(os.path.dirname(pyspark.__file__))"; }
@@ -37,14 +47,14 @@ run() {  # run <python> <pytest arguments...>
 
 # Each venv's tests see the other's Spark (a cluster of another release line).
 export OTHER_SPARK_HOME="$(spark_home "$oldest/bin/python")"
-run "$python" -m pytest -q -ra --durations=25 --ignore="$ray_tests" "$@"
+run "$python" -m pytest -q -ra --durations=25 "${parallel[@]}" --ignore="$ray_tests" "$@"
 run "$python" -m pytest -q -ra --durations=10 "$ray_tests" "$@"
 
-if [ "${OLDEST_PASS:-0}" = 1 ]; then
+if [ "${OLDEST_PASS:-1}" = 1 ]; then
     echo "The fast set on the oldest supported releases ($oldest):"
     "$oldest/bin/python" -m pip list 2>/dev/null | grep -iE "^(zenml|pyspark|ray|dask|distributed) "
     export OTHER_SPARK_HOME="$(spark_home "$python")"
-    run "$oldest/bin/python" -m pytest -q -ra --durations=10 -m "not slow" --ignore="$ray_tests" "$@"
+    run "$oldest/bin/python" -m pytest -q -ra --durations=10 "${parallel[@]}" -m "not slow" --ignore="$ray_tests" "$@"
     run "$oldest/bin/python" -m pytest -q -ra -m "not slow" "$ray_tests" "$@"
 fi
 

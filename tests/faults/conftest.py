@@ -1,6 +1,5 @@
-"""The fault suite's harness: a pipeline in a process of its own, interrupted mid-step, and
-a report of what each case injected and what it found (printed at the end of the session;
-the README's reliability table comes from it)."""
+"""The fault suite's harness: a pipeline in a process of its own, to interrupt mid-step.
+The `report` fixture (what each case injected and found) is tests/support/fault_report.py."""
 
 from __future__ import annotations
 
@@ -26,7 +25,6 @@ OWNED = {
     "dask": {"n_workers": 1, "threads_per_worker": 1, "memory_limit": "1GiB"},
     "ray": {"num_cpus": 1, "object_store_memory": 100 * 1024 * 1024, "startup_timeout_s": 60},
 }
-_REPORT: List[Dict[str, Any]] = []
 
 
 @dataclass
@@ -118,29 +116,3 @@ def held(zen, tmp_path):
     yield start
     for pipeline in started:
         pipeline.kill()
-
-
-@pytest.fixture
-def report():
-    """Record one injected fault: `report(case, engine, leaked=0, hung=False, orphan_s=None, secrets=0)`."""
-
-    def add(case: str, engine: str, leaked: int = 0, hung: bool = False,
-            orphan_s: Optional[float] = None, secrets: int = 0) -> None:
-        _REPORT.append(dict(case=case, engine=engine, leaked=leaked, hung=hung, orphan_s=orphan_s, secrets=secrets))
-
-    return add
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not _REPORT:
-        return
-    write = terminalreporter.write_line
-    write("")
-    write("fault suite (README reliability table): engine | faults injected | processes leaked | "
-          "runs hung | max s until SIGKILL orphans gone | secrets seen")
-    for engine in sorted({row["engine"] for row in _REPORT}):
-        rows = [r for r in _REPORT if r["engine"] == engine]
-        orphans = [r["orphan_s"] for r in rows if r["orphan_s"] is not None]
-        orphan = f"{max(orphans):.1f}" if orphans else "-"
-        leaked, hung, secrets = (sum(r[key] for r in rows) for key in ("leaked", "hung", "secrets"))
-        write(f"  {engine} | {len(rows)} | {leaked} | {hung} | {orphan} | {secrets}")

@@ -82,7 +82,9 @@ def test_a_killed_spark_executor_is_relaunched_and_its_tasks_retried(held, repor
     time.sleep(2)  # tasks are running on the executor
 
     def executors():
-        return [p for p in psutil.process_iter() if "CoarseGrainedExecutorBackend" in " ".join(_cmdline(p))]
+        # Executors are children of this session's cluster worker, not of another session's.
+        return [p for proc in spark_cluster.processes for p in _children(proc.pid)
+                if "CoarseGrainedExecutorBackend" in " ".join(_cmdline(p))]
 
     _kill_one(executors)
     try:
@@ -103,4 +105,11 @@ def _cmdline(proc):
     try:
         return proc.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+
+
+def _children(pid):
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
         return []
