@@ -257,6 +257,11 @@ class BaseEngine(HostedInFeatureStoreSlot):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         register_engine_materializers()
+        # A fresh process loads the stack as its first run begins: the earliest moment an
+        # engine may begin its start (`prestart`).
+        from flavors import prestart
+
+        prestart.consider(self, loading=True)
 
     @property
     def settings_class(self) -> Type[BaseEngineSettings]:

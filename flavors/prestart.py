@@ -1,13 +1,16 @@
 """Warm start: begin an engine's start while ZenML prepares a run that will use it.
 
-Under the local orchestrator ZenML compiles a run, registers its snapshot and creates the
-run (seconds) in the process that then runs the steps. Once the run has compiled, ZenML
-validates the stack, reading every component's `validator` (DESIGN.md §4); `consider()` is
-called from that read. If a run is being prepared here (its settings are valid by then),
-its steps will run here and the run will use the engine, the engine starts on a
-background thread; the first step that asks for it takes it (`take()`), waiting only for
-what is left of the start. An engine no step took is stopped when the run is over, or
-when the call that prepared the run returns or fails without running a step.
+Under the local orchestrator ZenML loads the stack, compiles a run, registers its snapshot
+and creates the run (seconds, in a fresh process) in the process that then runs the steps.
+`consider()` is called at two moments of that (DESIGN.md §4): when `Pipeline._run` loads
+the stack and constructs the component (the earliest, in a process that had not loaded
+the stack yet), and when ZenML validates the stack right after the run compiled, reading
+every component's `validator` (for a stack loaded before the pipeline call). If a run is
+being prepared here, its steps will run here and the run will use the engine, the engine
+starts on a background thread; the first step that asks for it takes it (`take()`),
+waiting only for what is left of the start. An engine no step took is stopped when the
+run is over, or when the call that prepared the run returns or fails without running a
+step (its compilation failed, say, on a misspelled setting, or every step was cached).
 
 "Will use" (`prestart: auto`): a step's signature holds the engine's data type, a step
 carries settings for the engine's slot, or the latest run of the same pipeline on the same
@@ -24,6 +27,7 @@ import time
 import typing
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
+from zenml.enums import StackComponentType
 from zenml.logger import get_logger
 
 if TYPE_CHECKING:
@@ -31,15 +35,16 @@ if TYPE_CHECKING:
 
 logger = get_logger(__name__)
 
-# How deep below ZenML's `Pipeline._create_snapshot` a `validator` read may be.
+# How deep below ZenML's `Pipeline._run` a component's construction or `validator` read may be.
 _MAX_FRAMES = 40
 _PIPELINE_FILE = "/zenml/pipelines/pipeline_definition.py"
+_STACK_FILE = "/zenml/stack/stack.py"
 _WATCH_INTERVAL_S = 0.25
 
 _PENDING: Dict[Any, "Prestart"] = {}  # by component id
 _LOCK = threading.Lock()
-# The run being prepared (its compiled snapshot, held so its id stays unique) and the
-# components already considered for it: ZenML validates the stack more than once.
+# The run being prepared (the frame of its pipeline call) and the components already
+# considered for it: ZenML constructs them, then validates the stack more than once.
 _CONSIDERED: List[Any] = [None, set()]
 
 
@@ -192,66 +197,83 @@ def discard_all() -> None:
 # ---- deciding -------------------------------------------------------------------------
 
 
-def consider(engine: "BaseEngine") -> None:
-    """Called whenever ZenML reads the component's `validator`; begins the engine's start
-    if a run that will use it is being prepared in this process. Never raises: a warm
-    start is an optimisation, and the step starts the engine otherwise."""
+def consider(engine: "BaseEngine", loading: bool = False) -> None:
+    """Called when ZenML constructs the component (`loading`) and whenever it reads the
+    component's `validator`; begins the engine's start if a run that will use it is being
+    prepared in this process. Never raises: a warm start is an optimisation, and the step
+    starts the engine otherwise."""
     try:
-        _consider(engine)
+        _consider(engine, loading)
     except Exception as e:
         logger.debug("Not pre-starting the %s engine of '%s': %s", engine.kind, engine.name, e)
 
 
-def _consider(engine: "BaseEngine") -> None:
+def _consider(engine: "BaseEngine", loading: bool) -> None:
     from flavors.engine import _install_exit_handlers, current_step_context, live_engines
 
     mode = engine.config.prestart
     if mode == "never" or engine.id in _PENDING:
         return
-    preparing = _run_being_prepared()
+    preparing = _run_being_prepared(loading)
     if preparing is None:
         return
-    snapshot, pipeline, stack, run_call = preparing
-    if _CONSIDERED[0] is not snapshot:
-        _CONSIDERED[:] = [snapshot, set()]
+    run_call, pipeline, stack_id, orchestrator_flavor, step_level = preparing
+    if _CONSIDERED[0] is not run_call:
+        _CONSIDERED[:] = [run_call, set()]
     if engine.id in _CONSIDERED[1]:
         return
     _CONSIDERED[1].add(engine.id)
     if engine.id in live_engines() or current_step_context() is not None:
         return
-    orchestrator = stack.orchestrator
-    if orchestrator.flavor != "local" or orchestrator.run_init_cleanup_at_step_level:
+    if orchestrator_flavor != "local" or step_level:
         return  # the steps run elsewhere: an engine started here would serve nobody
     reason = "prestart=always" if mode == "always" else _used_by_signature(pipeline, engine)
     _install_exit_handlers()  # from this (main) thread: the start's thread cannot install SIGTERM's
-    prestart = Prestart(engine, reason, pipeline_name=pipeline.name, stack_id=stack.id, run_call=run_call)
+    prestart = Prestart(engine, reason, pipeline_name=pipeline.name, stack_id=stack_id, run_call=run_call)
     with _LOCK:
         _PENDING[engine.id] = prestart
     prestart._thread.start()
 
 
-def _is_pipeline_frame(frame: Any) -> bool:
-    return frame.f_code.co_filename.replace("\\", "/").endswith(_PIPELINE_FILE)
+def _is_frame_of(frame: Any, file: str, function: str) -> bool:
+    return frame.f_code.co_name == function and frame.f_code.co_filename.replace("\\", "/").endswith(file)
 
 
-def _run_being_prepared() -> Optional[Tuple[Any, Any, Any, Any]]:
-    """(compiled snapshot, pipeline, stack, outermost pipeline call frame) if ZenML's
-    `Pipeline._create_snapshot` is on this thread's stack, validating the stack of a run
-    it just compiled."""
+def _run_being_prepared(loading: bool) -> Optional[Tuple[Any, Any, Any, str, bool]]:
+    """(outermost pipeline call frame, pipeline, stack id, orchestrator flavor, whether the
+    orchestrator runs each step's setup where the step runs) if a run is being prepared
+    on this thread: ZenML's `Pipeline._run` is loading the run's stack (`loading`: the
+    earliest moment, in a process that had not loaded that stack yet; a bundle's members
+    are loaded later, by the bundle), or `Pipeline._create_snapshot` validates the stack of
+    the run it just compiled."""
     frame = sys._getframe(2)
+    stack_model = None
     for _ in range(_MAX_FRAMES):
         if frame is None:
             return None
-        if frame.f_code.co_name == "_create_snapshot" and _is_pipeline_frame(frame):
-            local = frame.f_locals
-            if not all(key in local for key in ("self", "snapshot", "stack")):
+        local = frame.f_locals
+        if _is_frame_of(frame, _STACK_FILE, "from_model") and "stack_model" in local:
+            stack_model = local["stack_model"]
+        elif _is_frame_of(frame, _PIPELINE_FILE, "_run") and stack_model is not None and "self" in local:
+            orchestrator = stack_model.components[StackComponentType.ORCHESTRATOR][0]
+            return _outermost_pipeline_frame(frame), local["self"], stack_model.id, orchestrator.flavor_name, False
+        elif _is_frame_of(frame, _PIPELINE_FILE, "_create_snapshot"):
+            if loading or not all(key in local for key in ("self", "snapshot", "stack")):
                 return None
-            run_call = frame
-            while run_call.f_back is not None and _is_pipeline_frame(run_call.f_back):
-                run_call = run_call.f_back
-            return local["snapshot"], local["self"], local["stack"], run_call
+            orchestrator = local["stack"].orchestrator
+            return (
+                _outermost_pipeline_frame(frame), local["self"], local["stack"].id,
+                orchestrator.flavor, orchestrator.run_init_cleanup_at_step_level,
+            )
         frame = frame.f_back
     return None
+
+
+def _outermost_pipeline_frame(frame: Any) -> Any:
+    """The frame of the call that prepares and runs the pipeline (e.g. `Pipeline.__call__`)."""
+    while frame.f_back is not None and frame.f_back.f_code.co_filename.replace("\\", "/").endswith(_PIPELINE_FILE):
+        frame = frame.f_back
+    return frame
 
 
 def _frame_running(frame: Any, thread_id: int) -> bool:

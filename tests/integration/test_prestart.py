@@ -63,6 +63,29 @@ def test_the_last_run_of_a_pipeline_tells_which_engines_the_next_will_use(stack,
     assert live_engines() == {} and leftover_workers() == []
 
 
+def test_a_run_that_loads_the_stack_begins_the_engine_before_it_compiles(stack, prestart_log, caplog):
+    from zenml.client import Client
+
+    from tests.integration.prestart_pipelines import spark_typed_pipeline
+
+    # Activated but not loaded: the pipeline call loads the stack, as in a fresh process.
+    Client().activate_stack(zenml_env.register_engine_stack("spark", SPARK).id)
+    misspelled = spark_typed_pipeline.with_options(settings={"feature_store": {"not_a_setting": 1}})
+    with pytest.raises(Exception, match="not_a_setting"):
+        misspelled()  # fails to compile, after the stack was loaded
+    assert len(prestart_log()) == 1, prestart_log()
+    # No step will take it: once up, it is stopped, and nothing is left behind.
+    deadline = time.time() + 60
+    while time.time() < deadline and not _said(caplog, "no step of its run used it"):
+        time.sleep(0.25)
+    assert _said(caplog, "no step of its run used it")
+    assert live_engines() == {} and zenml_env.java_children(settle_s=10) == []
+
+
+def _said(caplog, text: str) -> bool:
+    return any(text in record.getMessage() for record in caplog.records)
+
+
 def test_an_engine_free_pipeline_starts_nothing_unless_prestart_is_always(stack, prestart_log):
     from tests.integration.prestart_pipelines import engine_free_only_pipeline
 
@@ -132,7 +155,7 @@ def test_an_engine_begun_for_a_run_served_from_the_cache_is_stopped(stack, prest
     assert len(prestart_log()) == 2
     # The start began, no step took it, and the pipeline call returned: once up, it is stopped.
     deadline = time.time() + 60
-    while time.time() < deadline and not any("no step of its run used it" in r.getMessage() for r in caplog.records):
+    while time.time() < deadline and not _said(caplog, "no step of its run used it"):
         time.sleep(0.25)
-    assert any("no step of its run used it" in r.getMessage() for r in caplog.records)
+    assert _said(caplog, "no step of its run used it")
     assert zenml_env.java_children(settle_s=10) == []
