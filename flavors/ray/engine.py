@@ -319,8 +319,9 @@ class RayEngine(BaseEngine):
                     log_to_driver=config.log_to_driver,
                 )
 
+        began = time.time()
         context = _init_on_driver_thread(init)
-        reaper.watch(os.getpid())  # ends Ray's agents should this process die unannounced
+        reaper.watch(os.getpid(), since=began)  # ends Ray's agents should this process die unannounced
         return self._finish(attempt, context, "owned", settings)
 
     def _connect(self, settings: RayEngineSettings) -> RayRuntime:

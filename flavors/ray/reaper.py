@@ -5,8 +5,11 @@ SIGKILL. The raylet's children, the dashboard agent and the runtime-env agent, n
 within a second but then spend about a minute trying to report it to the dead GCS before
 they exit (measured with Ray 2.40 to 2.60). A small watcher process ends them: while we
 run it notes the owned Ray's processes, and when its stdin reaches end-of-file (we died,
-or stopped the engine) it kills those still alive. It runs in a session of its own, so a
-Ctrl-C in the terminal reaches us, not it.
+or stopped the engine) it kills those still alive. The owned Ray's processes are the Ray
+processes our `ray.init` started as our direct children (GCS, raylet, monitors) and
+everything below them; a Ray cluster this process started otherwise (`ray start --head`
+in a child process) is not ours to kill. It runs in a session of its own, so a Ctrl-C in
+the terminal reaches us, not it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ _WATCHER = r"""
 import os, sys, threading, psutil
 
 owner = psutil.Process(int(sys.argv[1]))
+since = float(sys.argv[2]) - 1.0  # process start times are rounded
 ended = threading.Event()
 threading.Thread(target=lambda: (sys.stdin.buffer.read(), ended.set()), daemon=True).start()
 seen = {}
@@ -31,13 +35,16 @@ def is_ray(process):
 
 while True:
     try:
-        children = owner.children(recursive=True)
+        children = owner.children()
     except psutil.Error:
         children = []
     for child in children:
         try:
-            if child.pid != os.getpid() and is_ray(child):
-                seen[child.pid] = child.create_time()
+            if child.pid == os.getpid() or not is_ray(child) or child.create_time() < since:
+                continue
+            for process in [child, *child.children(recursive=True)]:
+                if is_ray(process):
+                    seen[process.pid] = process.create_time()
         except psutil.Error:
             pass
     if ended.wait(0.5) or not children and not owner.is_running():
@@ -58,12 +65,13 @@ psutil.wait_procs(alive, timeout=5)
 _watcher: Optional[subprocess.Popen] = None
 
 
-def watch(owner_pid: int) -> None:
-    """Start the watcher for the Ray this process owns (one per process, like Ray's driver)."""
+def watch(owner_pid: int, since: float) -> None:
+    """Start the watcher for the Ray this process owns (one per process, like Ray's driver),
+    whose start began at `since` (time.time())."""
     global _watcher
     release()
     _watcher = subprocess.Popen(
-        [sys.executable, "-c", _WATCHER, str(owner_pid)],
+        [sys.executable, "-c", _WATCHER, str(owner_pid), repr(since)],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
