@@ -9,12 +9,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def ensure_repository_and_flavor(flavor: str, source: str) -> None:
-    """A ZenML repository at the project root and the flavor registered (once)."""
+    """A ZenML repository at the project root (or where ZENML_REPOSITORY_PATH says) and the
+    flavor registered (once)."""
+    import os
+
     from zenml.client import Client
     from zenml.enums import StackComponentType
 
-    if Client.find_repository(ROOT) is None:
-        Client.initialize(root=ROOT)
+    root = Path(os.environ.get("ZENML_REPOSITORY_PATH") or ROOT)
+    if Client.find_repository(root) is None:
+        Client.initialize(root=root)
     client = Client()
     kind = StackComponentType.FEATURE_STORE
     if flavor not in {f.name for f in client.get_flavors_by_type(kind)}:

@@ -11,6 +11,9 @@ _ZEN_HOME = Path(tempfile.mkdtemp(prefix="zenml-engines-tests-"))
 # Before zenml is imported anywhere: a private global config + SQLite store per session.
 os.environ["ZENML_CONFIG_PATH"] = str(_ZEN_HOME / "config")
 os.environ["ZENML_CUSTOM_SOURCE_ROOT"] = str(ROOT)
+# No ZenML repository either: a `.zen` in the checkout (the demos create one) would hold an
+# active stack shared by every session on the machine, parallel workers included.
+os.environ["ZENML_REPOSITORY_PATH"] = str(_ZEN_HOME / "no-repository")
 os.environ["ZENML_ANALYTICS_OPT_IN"] = "false"
 os.environ["ZENML_ENABLE_RICH_TRACEBACK"] = "false"
 os.environ["AUTO_OPEN_DASHBOARD"] = "false"

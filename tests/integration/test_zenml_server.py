@@ -38,11 +38,13 @@ def _steps(server: Any, run_id: str) -> List[Dict[str, Any]]:
 @pytest.mark.parametrize(
     "demo", ["dask", pytest.param("spark", marks=pytest.mark.slow), pytest.param("ray", marks=pytest.mark.slow)]
 )
-def test_demo_runs_on_a_zenml_server_and_its_api_serves_engine_metadata_and_previews(zenml_server, demo):
+def test_demo_runs_on_a_zenml_server_and_its_api_serves_engine_metadata_and_previews(zenml_server, demo, tmp_path):
     marker = uuid.uuid4().hex
+    # The demo's ZenML repository (its active stack) in a directory of its own, not the checkout.
+    env = {**zenml_server.env, MARK: marker, "ZENML_REPOSITORY_PATH": str(tmp_path)}
     completed = subprocess.run(
         [sys.executable, f"examples/{demo}_demo.py"],
-        cwd=ROOT_DIR, env={**zenml_server.env, MARK: marker}, capture_output=True, text=True, timeout=600,
+        cwd=ROOT_DIR, env=env, capture_output=True, text=True, timeout=600,
     )
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output[-4000:]
