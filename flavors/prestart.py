@@ -235,8 +235,12 @@ def _consider(engine: "BaseEngine", loading: bool) -> None:
     prestart._thread.start()
 
 
+def _in_file(frame: Any, file: str) -> bool:
+    return frame.f_code.co_filename.replace("\\", "/").endswith(file)
+
+
 def _is_frame_of(frame: Any, file: str, function: str) -> bool:
-    return frame.f_code.co_name == function and frame.f_code.co_filename.replace("\\", "/").endswith(file)
+    return frame.f_code.co_name == function and _in_file(frame, file)
 
 
 def _run_being_prepared(loading: bool) -> Optional[Tuple[Any, Any, Any, str, bool]]:
@@ -271,7 +275,7 @@ def _run_being_prepared(loading: bool) -> Optional[Tuple[Any, Any, Any, str, boo
 
 def _outermost_pipeline_frame(frame: Any) -> Any:
     """The frame of the call that prepares and runs the pipeline (e.g. `Pipeline.__call__`)."""
-    while frame.f_back is not None and frame.f_back.f_code.co_filename.replace("\\", "/").endswith(_PIPELINE_FILE):
+    while frame.f_back is not None and _in_file(frame.f_back, _PIPELINE_FILE):
         frame = frame.f_back
     return frame
 

@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from tests.support.dask_cluster import is_dask_worker_process
+from tests.support.zenml_env import descendants
 
 EXPECTED = sum(i * i for i in range(4))
 # What each engine logs when it notices the loss (proof the kill hit the running work).
@@ -83,7 +84,7 @@ def test_a_killed_spark_executor_is_relaunched_and_its_tasks_retried(held, repor
 
     def executors():
         # Executors are children of this session's cluster worker, not of another session's.
-        return [p for proc in spark_cluster.processes for p in _children(proc.pid)
+        return [p for proc in spark_cluster.processes for p in descendants(["java"], proc.pid)
                 if "CoarseGrainedExecutorBackend" in " ".join(_cmdline(p))]
 
     _kill_one(executors)
@@ -105,11 +106,4 @@ def _cmdline(proc):
     try:
         return proc.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return []
-
-
-def _children(pid):
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
         return []

@@ -75,15 +75,18 @@ def test_a_run_that_loads_the_stack_begins_the_engine_before_it_compiles(stack, 
         misspelled()  # fails to compile, after the stack was loaded
     assert len(prestart_log()) == 1, prestart_log()
     # No step will take it: once up, it is stopped, and nothing is left behind.
-    deadline = time.time() + 60
-    while time.time() < deadline and not _said(caplog, "no step of its run used it"):
-        time.sleep(0.25)
-    assert _said(caplog, "no step of its run used it")
+    assert _said_within(caplog, "no step of its run used it", 60)
     assert live_engines() == {} and zenml_env.java_children(settle_s=10) == []
 
 
-def _said(caplog, text: str) -> bool:
-    return any(text in record.getMessage() for record in caplog.records)
+def _said_within(caplog, text: str, seconds: float) -> bool:
+    """Whether a log record says `text` within `seconds`."""
+    deadline = time.time() + seconds
+    while not any(text in record.getMessage() for record in caplog.records):
+        if time.time() >= deadline:
+            return False
+        time.sleep(0.25)
+    return True
 
 
 def test_an_engine_free_pipeline_starts_nothing_unless_prestart_is_always(stack, prestart_log):
@@ -154,8 +157,5 @@ def test_an_engine_begun_for_a_run_served_from_the_cache_is_stopped(stack, prest
     cached_spark_pipeline(n=n)  # every step cached: no step hook runs
     assert len(prestart_log()) == 2
     # The start began, no step took it, and the pipeline call returned: once up, it is stopped.
-    deadline = time.time() + 60
-    while time.time() < deadline and not _said(caplog, "no step of its run used it"):
-        time.sleep(0.25)
-    assert _said(caplog, "no step of its run used it")
+    assert _said_within(caplog, "no step of its run used it", 60)
     assert zenml_env.java_children(settle_s=10) == []
