@@ -80,14 +80,15 @@ def test_a_killed_worker_is_survived_through_the_engines_retry(held, report, eng
 def test_a_killed_spark_executor_is_relaunched_and_its_tasks_retried(held, report, spark_cluster):
     pipeline = held("spark", {"master": spark_cluster.master_url, "ui_enabled": False}, kind="worker_loss")
     pipeline.wait_ready()
-    time.sleep(2)  # tasks are running on the executor
 
-    def executors():
+    def executors_running_python_tasks():
         # Executors are children of this session's cluster worker, not of another session's.
+        # Only one whose Python workers are up runs the tasks: an executor killed while it
+        # still registers is replaced without the driver ever noticing a loss.
         return [p for proc in spark_cluster.processes for p in descendants(["java"], proc.pid)
-                if "CoarseGrainedExecutorBackend" in " ".join(_cmdline(p))]
+                if "CoarseGrainedExecutorBackend" in " ".join(_cmdline(p)) and _runs_python(p)]
 
-    _kill_one(executors)
+    _kill_one(executors_running_python_tasks, timeout_s=120)
     try:
         code = pipeline.process.wait(timeout=300)
     except Exception:
@@ -100,6 +101,13 @@ def test_a_killed_spark_executor_is_relaunched_and_its_tasks_retried(held, repor
     assert _result(pipeline) == EXPECTED
     assert spark_cluster.alive()
     assert left == []
+
+
+def _runs_python(proc):
+    try:
+        return any(child.name().startswith("python") for child in proc.children(recursive=True))
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _cmdline(proc):
