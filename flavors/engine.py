@@ -531,8 +531,7 @@ class BaseEngine(HostedInFeatureStoreSlot):
             logger.info("Using the %s engine already running in this process (not stopped by us).", self.kind)
         else:
             owned = self.config.owns_engine
-            start = self._start if owned else self._connect
-            handle = self._within_timeout(start, settings, verb="start" if owned else "connect to")
+            handle = self._within_timeout(settings, owned)
             live = LiveEngine(self, handle, owned=owned, adopted=False, run_id=run_id)
             _install_exit_handlers()
         live.facts = self._describe(handle)
@@ -576,23 +575,54 @@ class BaseEngine(HostedInFeatureStoreSlot):
                     reason,
                 )
 
-    def _within_timeout(self, start: Any, settings: BaseEngineSettings, verb: str) -> Any:
-        """Run a start/connect callable, failing with the address after `startup_timeout_s`."""
+    def _within_timeout(self, settings: BaseEngineSettings, owned: bool) -> Any:
+        """Start (`owned`) or connect to the engine, failing with the address after `startup_timeout_s`.
+
+        A start given up at its deadline cannot be interrupted (pyspark launching its driver
+        JVM, `ray.init`): it runs on, and whatever it yields once it finishes is stopped.
+        Engines keep process-wide state (pyspark's active context), so the next start of
+        the same kind first waits for that abandoned one, within its own deadline.
+        """
+        start, verb = (self._start, "start") if owned else (self._connect, "connect to")
         timeout = self.config.startup_timeout_s
         where = self.address or "an embedded engine"
-        try:
-            return _call_within(timeout, f"{self.kind}-start", start, settings)
-        except _DeadlinePassed:
+        earlier = _ABANDONED_STARTS.get(self.kind)
+        given_up = threading.Event()
+
+        def attempt() -> Any:
+            if earlier is not None:
+                earlier.join()
+            return None if given_up.is_set() else start(settings)
+
+        def discard(handle: Any) -> None:
+            logger.info("A %s start of '%s' given up at its timeout finished late; stopping it.", self.kind, self.name)
+            try:
+                self._stop(handle, owned=owned)
+            except Exception as e:
+                logger.debug("Stopping the late %s engine of '%s' failed: %s", self.kind, self.name, e)
             self._abort_start()
+
+        try:
+            return _call_within(timeout, f"{self.kind}-start", attempt, on_late_result=discard)
+        except _DeadlinePassed as passed:
+            given_up.set()
+            _ABANDONED_STARTS[self.kind] = passed.thread
+            self._abort_start()
+            still = (
+                " An earlier start of this engine, given up at its own timeout, has not finished yet."
+                if earlier is not None and earlier.is_alive() else ""
+            )
             raise EngineError(
                 f"Could not {verb} the {self.kind} engine of '{self.name}' at {where} within "
-                f"startup_timeout_s={timeout:g}s. Check that it is running and reachable."
+                f"startup_timeout_s={timeout:g}s. Check that it is running and reachable.{still}"
             ) from None
         except BaseException as e:  # the start's own error, handed to this thread
             self._abort_start()
             raise EngineError(f"Could not {verb} the {self.kind} engine of '{self.name}' at {where}: {e}") from e
 
 
+# The start of each engine kind last given up at its deadline (it may still be running).
+_ABANDONED_STARTS: Dict[str, threading.Thread] = {}
 
 _BOUNDED_STOP_S = 10.0
 
@@ -600,24 +630,41 @@ _BOUNDED_STOP_S = 10.0
 class _DeadlinePassed(Exception):
     """`_call_within` gave up waiting (distinct from any TimeoutError the call raises)."""
 
+    def __init__(self, message: str, thread: threading.Thread) -> None:
+        super().__init__(message)
+        self.thread = thread  # still running the call
 
-def _call_within(timeout_s: float, thread_name: str, function: Any, *args: Any, **kwargs: Any) -> Any:
+
+def _call_within(
+    timeout_s: float, thread_name: str, function: Any, *args: Any, on_late_result: Any = None, **kwargs: Any
+) -> Any:
     """Call `function` on a daemon thread and return its result; raise what it raised, or
-    `_DeadlinePassed` if it has not returned in `timeout_s` (it is left to finish or to die
-    with the process)."""
+    `_DeadlinePassed` if it has not returned in `timeout_s`. The call is then left to
+    finish (or to die with the process); `on_late_result`, if given, gets a result it
+    returns after that, on the same thread. A late error is dropped: nobody waits for it."""
     outcome: Dict[str, Any] = {}
+    decided = threading.Lock()  # the call finishing vs. the caller giving up
 
     def run() -> None:
         try:
-            outcome["result"] = function(*args, **kwargs)
+            result = function(*args, **kwargs)
         except BaseException as e:  # handed to the caller's thread
-            outcome["error"] = e
+            with decided:
+                outcome["error"] = e
+            return
+        with decided:
+            outcome["result"] = result
+            late = outcome.get("given_up", False)
+        if late and on_late_result is not None and result is not None:
+            on_late_result(result)
 
     worker = threading.Thread(target=run, name=thread_name, daemon=True)
     worker.start()
     worker.join(timeout_s)
-    if worker.is_alive():
-        raise _DeadlinePassed(f"gave up after {timeout_s:g}s")
+    with decided:
+        if "result" not in outcome and "error" not in outcome:
+            outcome["given_up"] = True
+            raise _DeadlinePassed(f"gave up after {timeout_s:g}s", worker)
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]

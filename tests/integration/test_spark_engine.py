@@ -246,6 +246,23 @@ def test_master_that_never_answers_times_out_within_startup_timeout(zen, spark_s
     assert java_children() == []
 
 
+def test_a_start_abandoned_at_its_timeout_leaves_no_driver_and_the_next_run_starts(zen, spark_stack):
+    # 0.5 s runs out while pyspark is still launching the driver JVM: that launch cannot be
+    # interrupted, so what it yields once it is up must be stopped, and the next start must
+    # not build on it.
+    spark_stack(master="local[1]", ui_enabled=False, startup_timeout_s=0.5)
+    with pytest.raises(RuntimeError):
+        P.aggregate_pipeline(n=10)
+    assert "within startup_timeout_s=0.5s" in step_error(_latest_run(zen).steps["make_numbers"]).traceback
+
+    spark_stack(master="local[2]", ui_enabled=False, startup_timeout_s=120)
+    P.aggregate_pipeline(n=10)  # at once, while the abandoned launch may still be under way
+    run = _latest_run(zen)
+    assert run.status.value == "completed"
+    assert step_metadata(run, "make_numbers")["master"] == "local[2]"  # not the abandoned driver
+    assert java_children(settle_s=30) == []
+
+
 @pytest.mark.slow
 def test_sigterm_during_a_run_leaves_no_java_process(spark_stack, tmp_path):
     spark_stack(**LOCAL)
