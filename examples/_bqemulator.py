@@ -34,7 +34,8 @@ PROJECT = "test"
 def ensure_venv(venv: Path = VENV) -> Path:
     """The emulator's executable, installing its venv first if needed."""
     executable = venv / "bin" / "bqemulator"
-    if executable.exists():
+    done = venv / "installed"  # written last: an install cut short, or of other pins, is done again
+    if done.exists() and done.read_text() == " ".join(PINS):
         return executable
     print(f"Installing the BigQuery emulator into {venv} (once) ...", flush=True)
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
@@ -46,6 +47,7 @@ def ensure_venv(venv: Path = VENV) -> Path:
         [str(venv / "bin" / "python"), "-c", "from duckdb_extensions import import_extension; import_extension('spatial')"],
         check=True,
     )
+    done.write_text(" ".join(PINS))
     return executable
 
 
