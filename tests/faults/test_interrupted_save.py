@@ -72,7 +72,7 @@ def test_a_save_killed_midway_never_loads_as_complete(zen, report, tmp_path, eng
     with pytest.raises(dataset.IncompleteDatasetError, match="incomplete dataset artifact"):
         ArrowTableMaterializer(uri, artifact_store=store).load(pa.Table)
 
-    rerun = subprocess.run([sys.executable, "-c", code], cwd=zenml_env.ROOT_DIR, env=env,
+    rerun = subprocess.run([sys.executable, "-c", code], cwd=zenml_env.ROOT_DIR, env={**env, "SLOW_PARTITION_S": "0"},
                            capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-3000:]
     latest = Client().get_pipeline(pipeline_name).last_run

@@ -153,9 +153,10 @@ def write_with(writers: List[str]) -> None:
 
 
 @pipeline(enable_cache=False)
-def read_as(kind: str, artifact_ids: Dict[str, str]) -> None:
-    for writer, artifact_id in artifact_ids.items():
-        READERS[kind](Client().get_artifact_version(UUID(artifact_id)), id=f"{writer}_as_{kind}")
+def read_as(kinds: List[str], artifact_ids: Dict[str, str]) -> None:
+    for kind in kinds:
+        for writer, artifact_id in artifact_ids.items():
+            READERS[kind](Client().get_artifact_version(UUID(artifact_id)), id=f"{writer}_as_{kind}")
 
 
 # ---- one engine's round trip on the active stack's artifact store -----------------------------

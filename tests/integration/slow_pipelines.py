@@ -1,7 +1,9 @@
 """Pipelines whose output takes seconds to save, for killing them midway (test_datasets.py,
 tests/faults/test_interrupted_save.py): the engine computes each partition slowly while the
-artifact is written."""
+artifact is written. SLOW_PARTITION_S (default 2) sets each partition's delay: a re-run that
+only needs a complete artifact sets 0."""
 
+import os
 import time
 from typing import Annotated
 
@@ -14,8 +16,13 @@ from zenml import pipeline, step
 from flavors import dask_client, ray_runtime, spark_session
 
 
-def _slowly(part: pd.DataFrame) -> pd.DataFrame:
-    time.sleep(2)  # each partition is computed while the artifact is written
+def _partition_seconds() -> float:
+    """Read in the step's process; the engines' workers get the value in the closure."""
+    return float(os.environ.get("SLOW_PARTITION_S", "2"))
+
+
+def _slowly(part: pd.DataFrame, seconds: float) -> pd.DataFrame:
+    time.sleep(seconds)  # each partition is computed while the artifact is written
     return part
 
 
@@ -23,7 +30,7 @@ def _slowly(part: pd.DataFrame) -> pd.DataFrame:
 def slow_frame() -> Annotated[dd.DataFrame, "frame"]:
     dask_client()
     frame = dd.from_pandas(pd.DataFrame({"v": range(12)}), npartitions=6)
-    return frame.map_partitions(_slowly, meta=frame._meta)
+    return frame.map_partitions(_slowly, _partition_seconds(), meta=frame._meta)
 
 
 @pipeline(enable_cache=False)
@@ -33,9 +40,11 @@ def slow_save_pipeline() -> None:
 
 @step
 def slow_spark_frame() -> Annotated[DataFrame, "frame"]:
+    seconds = _partition_seconds()
+
     def slowly(parts):  # runs on the executors' Python workers
         for part in parts:
-            time.sleep(2)
+            time.sleep(seconds)
             yield part
 
     frame = spark_session().range(0, 12, numPartitions=6).withColumnRenamed("id", "v")
@@ -50,9 +59,10 @@ def slow_spark_save_pipeline() -> None:
 @step
 def slow_ray_frame() -> Annotated[ray.data.Dataset, "frame"]:
     ray_runtime()
+    seconds = _partition_seconds()
 
     def slowly(batch):
-        time.sleep(2)
+        time.sleep(seconds)
         return batch
 
     return ray.data.from_items([{"v": i} for i in range(12)], override_num_blocks=6).map_batches(slowly)
