@@ -595,12 +595,14 @@ class BaseEngine(HostedInFeatureStoreSlot):
             return None if given_up.is_set() else start(settings)
 
         def discard(handle: Any) -> None:
+            # Not `_close`: that takes the engines' lock, which the caller of the next start
+            # holds while that start waits for this thread.
             logger.info("A %s start of '%s' given up at its timeout finished late; stopping it.", self.kind, self.name)
             try:
                 self._stop(handle, owned=owned)
             except Exception as e:
-                logger.debug("Stopping the late %s engine of '%s' failed: %s", self.kind, self.name, e)
-            self._abort_start()
+                logger.warning("Stopping the late %s engine of '%s' failed: %s", self.kind, self.name, e)
+                self._abort_start()  # drop what the failed stop left, so the next start is clean
 
         try:
             return _call_within(timeout, f"{self.kind}-start", attempt, on_late_result=discard)
