@@ -123,6 +123,16 @@ def _executor_count(session: "SparkSession") -> int:
     return int(session.sparkContext._jsc.sc().getExecutorIds().size())
 
 
+def _answers(session: "SparkSession") -> bool:
+    """Whether the driver JVM answers and its SparkContext is not stopped. A JVM killed a
+    moment ago is not yet reaped (its process still polls as running) but can no longer
+    answer; a context the cluster stopped (its master removed the application) says so."""
+    try:
+        return not session.sparkContext._jsc.sc().isStopped()
+    except Exception:  # py4j: the gateway's connection is gone
+        return False
+
+
 def _is_running(session: "SparkSession") -> bool:
     context = getattr(session, "_sc", None)  # classic sessions only; Connect has no SparkContext
     if context is not None:
@@ -273,6 +283,8 @@ class SparkEngine(BaseEngine):
             process = getattr(SparkContext._gateway, "proc", None)
             if process is not None and process.poll() is not None:
                 return False  # the driver JVM died (killed, out of memory)
+            if not _answers(session):
+                return False
         if self.config.master.startswith(("spark://", "sc://")):
             try:
                 _probe(self.config.master, timeout=2.0)

@@ -61,6 +61,15 @@ def application_id() -> str:
     return spark_session().sparkContext.applicationId
 
 
+@step
+def application_stopped_by_its_cluster() -> str:
+    # What a driver does when its master removes the application (killed from the Spark UI):
+    # the context stops inside the JVM, while the Python side still holds it.
+    context = spark_session().sparkContext
+    context._jsc.sc().stop()
+    return context.applicationId
+
+
 @step(enable_cache=True)
 def cached_tail() -> int:
     return 42
@@ -101,6 +110,11 @@ def sleeping_pipeline(marker: str) -> None:
 @pipeline(enable_cache=False)
 def engine_free_pipeline() -> None:
     engine_free()
+
+
+@pipeline(enable_cache=False)
+def stopped_then_used_pipeline() -> None:
+    application_id(after=application_stopped_by_its_cluster())
 
 
 @pipeline

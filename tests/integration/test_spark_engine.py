@@ -195,6 +195,16 @@ def test_reuse_step_gives_each_step_a_fresh_engine(spark_stack):
     assert java_children() == []
 
 
+def test_a_context_stopped_inside_the_jvm_is_started_again_for_the_next_step(spark_stack, caplog):
+    spark_stack(**LOCAL)
+    run = P.stopped_then_used_pipeline()
+    stopped = run.steps["application_stopped_by_its_cluster"].outputs["output"][0].load()
+    assert run.steps["application_id"].outputs["output"][0].load() != stopped
+    assert step_metadata(run, "application_id")["engine_starts_in_process"] == 2
+    assert "no longer answers" in caplog.text
+    assert java_children(settle_s=15) == []
+
+
 def test_no_engine_on_the_stack_says_how_to_register_one(zen):
     zen.activate_stack("default")
     with pytest.raises(EngineError, match="zenml feature-store flavor register flavors.SparkEngineFlavor"):
