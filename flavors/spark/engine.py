@@ -282,7 +282,9 @@ class SparkEngine(BaseEngine):
 
             process = getattr(SparkContext._gateway, "proc", None)
             if process is not None and process.poll() is not None:
-                return False  # the driver JVM died (killed, out of memory)
+                # The driver JVM died (killed, out of memory): known without asking it, so
+                # py4j logs no connection error for a JVM long gone.
+                return False
             if not _answers(session):
                 return False
         if self.config.master.startswith(("spark://", "sc://")):
