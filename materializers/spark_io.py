@@ -2,10 +2,12 @@
 
 Local paths and stores Spark's Hadoop connectors reach (`s3a://` with hadoop-aws, `gs://`
 with the GCS connector) are read and written natively. Without the connector jar (the
-pyspark wheel has none), the executors do it in Python: `mapInArrow` tasks write and read
-the parquet part files with pyarrow + fsspec, credentials and endpoint from the artifact
-store. Either way no row passes through the driver; which way was taken is recorded in
-the manifest (`written_via`) and logged for reads.
+pyspark wheel has none), the executors do it in Python, credentials and endpoint from the
+artifact store: an embedded (`local[...]`) engine writes the part files natively to a local
+staging directory, which its executors share, and Python tasks upload them with fsspec; a
+cluster's `mapInArrow` tasks write them with pyarrow + fsspec. Reads are `mapInArrow` tasks.
+Either way no row passes through the driver; which way was taken is recorded in the
+manifest (`written_via`) and logged for reads.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 LOCAL = "spark (local filesystem)"
 PYTHON = "spark executors (pyarrow + fsspec)"
+STAGED = "spark (local staging) + executors (fsspec upload)"
 # Messages of a Hadoop filesystem Spark has no connector for.
 _NO_CONNECTOR = ("No FileSystem for scheme", "ClassNotFoundException", "UnsupportedFileSystemException")
 # (session, scheme) pairs known to lack the connector, so we do not try it again.
@@ -92,22 +95,90 @@ def write(df: "DataFrame", store: "BaseArtifactStore", uri: str) -> "dataset.Man
     scheme = _scheme(directory)
     via = LOCAL if scheme == "file" else f"spark (hadoop {spark_path(directory).split('://')[0]})"
     if scheme != "file" and (id(session), scheme) in _WITHOUT_CONNECTOR:
-        via = _write_with_python(df, store, directory)
+        via = _write_without_connector(df, store, directory)
     else:
         try:
-            # Timestamps as UTC instants (not Spark's legacy INT96), which every engine reads.
-            with _sql_conf(session, "spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS"):
-                df.write.mode("overwrite").parquet(spark_path(directory))
+            _write_natively(df, spark_path(directory))
         except Exception as e:
             if scheme == "file" or not _missing_connector(e):
                 raise
             _WITHOUT_CONNECTOR.add((id(session), scheme))
-            logger.info("Spark has no Hadoop connector for %s://; its executors write with pyarrow + fsspec.", scheme)
-            via = _write_with_python(df, store, directory)
+            logger.info("Spark has no Hadoop connector for %s://; its executors write with fsspec.", scheme)
+            via = _write_without_connector(df, store, directory)
     schema = _arrow_schema(df)
     manifest = dataset.commit(store, uri, engine="spark", engine_version=session.version, written_via=via, schema=schema)
     _tell_the_step("dataset_written_via", via)
     return manifest
+
+
+def _write_natively(df: "DataFrame", path: str) -> None:
+    # Timestamps as UTC instants (not Spark's legacy INT96), which every engine reads.
+    with _sql_conf(df.sparkSession, "spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS"):
+        df.write.mode("overwrite").parquet(path)
+
+
+def _executors_share_our_disk(session: "SparkSession") -> bool:
+    """A `local[...]` engine's executors run in this machine's JVM: a directory the driver
+    names is theirs too. (Spark Connect has no SparkContext here; its server may be anywhere.)"""
+    try:
+        return str(session.sparkContext.master).startswith("local")
+    except Exception:
+        return False
+
+
+def _write_without_connector(df: "DataFrame", store: "BaseArtifactStore", directory: str) -> str:
+    if _executors_share_our_disk(df.sparkSession):
+        return _write_staged(df, store, directory)
+    return _write_with_python(df, store, directory)
+
+
+def _write_staged(df: "DataFrame", store: "BaseArtifactStore", directory: str) -> str:
+    """Spark's own parquet writer fills a local directory; Python tasks upload its part files.
+
+    No row crosses from the JVM to Python (that crossing costs as much as the upload). The
+    staged copy is removed whether or not the upload succeeds; it lives in the driver's own
+    scratch directory, which Spark deletes when it stops, so not even a killed pipeline
+    process leaves it behind (its JVM exits when its parent goes).
+    """
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    protocol = _scheme(directory)
+    options = fsspec_storage_options(store)
+    context = df.sparkSession.sparkContext
+    scratch = context._jvm.org.apache.spark.SparkFiles.getRootDirectory()
+    staging = Path(tempfile.mkdtemp(prefix="zenml-dataset-", dir=scratch))
+    try:
+        local = staging / "data"
+        _write_natively(df, local.as_uri())
+        names = sorted(name for name in os.listdir(local) if name.startswith("part-"))
+        if not names:
+            _write_empty_part(df, store, directory)
+            return STAGED
+
+        def upload(batch: Iterator[str]) -> Iterator[str]:
+            import fsspec
+
+            filesystem = fsspec.filesystem(protocol, **options)
+            for name in batch:
+                filesystem.put_file(str(local / name), f"{directory}/{name}")
+                yield name
+
+        context.parallelize(names, len(names)).mapPartitions(upload).count()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return STAGED
+
+
+def _write_empty_part(df: "DataFrame", store: "BaseArtifactStore", directory: str) -> None:
+    """An empty DataFrame still keeps its columns: one empty part file."""
+    import pyarrow.parquet as pq
+
+    store.makedirs(directory)
+    with store.open(f"{directory}/part-00000-empty.parquet", "wb") as handle:
+        pq.write_table(_arrow_schema(df).empty_table(), handle)
 
 
 def _arrow_schema(df: "DataFrame") -> "pyarrow.Schema":
@@ -180,12 +251,8 @@ def _write_with_python(df: "DataFrame", store: "BaseArtifactStore", directory: s
             yield pa.RecordBatch.from_pydict({"path": [name], "rows": [rows]})
 
     written = df.mapInArrow(write_partition, "path string, rows long").collect()
-    if not written:  # an empty DataFrame: one empty part file keeps its columns
-        import pyarrow.parquet as pq
-
-        store.makedirs(directory)
-        with store.open(f"{directory}/part-00000-empty.parquet", "wb") as handle:
-            pq.write_table(_arrow_schema(df).empty_table(), handle)
+    if not written:
+        _write_empty_part(df, store, directory)
     return PYTHON
 
 

@@ -101,10 +101,7 @@ def test_manifest_schema_is_engine_neutral():
 def test_engines_save_and_load_on_object_stores(store, engine, request, tmp_path, zen):
     from zenml.client import Client
 
-    import pyarrow.parquet as pq
-
     from materializers import dataset
-    from materializers.readers import paths
 
     server = request.getfixturevalue(f"{store}_server")
     stack = activate_store_stack(store, server, engine, ENGINES[engine])
@@ -121,15 +118,13 @@ def test_engines_save_and_load_on_object_stores(store, engine, request, tmp_path
     assert [c["name"] for c in manifest.schema] == ["id", "k", "x"]
     meta = artifact.run_metadata
     assert meta["num_rows"] == n and meta["num_files"] == len(manifest.files)
-    if engine == "spark":  # no Hadoop connector jar here: the executors wrote with pyarrow + fsspec
-        assert meta["written_via"] == "spark executors (pyarrow + fsspec)"
+    if engine == "spark":
+        # No Hadoop connector jar here: the embedded engine's writer staged the part files
+        # on its own disk and its executors uploaded them; they read with pyarrow + fsspec.
+        assert meta["written_via"] == "spark (local staging) + executors (fsspec upload)"
         assert run.steps["make_spark"].run_metadata["dataset_written_via"] == meta["written_via"]
         assert run.steps["sum_spark"].run_metadata["dataset_read_via"] == "spark executors (pyarrow + fsspec)"
-        # Each part file is one row group, not one per batch Spark handed over.
-        artifact_store = Client().active_stack.artifact_store
-        for path in paths(artifact.uri, manifest):
-            with artifact_store.open(path, "rb") as handle:
-                assert pq.ParquetFile(handle).metadata.num_row_groups == 1, path
+        assert _row_groups(artifact.uri, manifest) == [1] * len(manifest.files)
         # A fresh process that never wrote finds out the same way when it reads.
         reader = run_pipeline("count_in_spark", stack.id, tmp_path / "read.log", artifact_id=str(artifact.id))
         assert reader.steps["count_spark"].outputs["rows"][0].load() == n
@@ -144,6 +139,42 @@ def test_engines_save_and_load_on_object_stores(store, engine, request, tmp_path
     assert S3_SECRET not in (tmp_path / "run.log").read_text(errors="replace")
     assert S3_SECRET not in json.dumps(run.steps[f"make_{engine}"].run_metadata, default=str)
     assert zenml_env.java_children(settle_s=10) == []
+
+
+def _row_groups(uri: str, manifest: Any) -> List[int]:
+    from zenml.client import Client
+
+    import pyarrow.parquet as pq
+
+    from materializers.readers import paths
+
+    artifact_store = Client().active_stack.artifact_store
+    counts = []
+    for path in paths(uri, manifest):
+        with artifact_store.open(path, "rb") as handle:
+            counts.append(pq.ParquetFile(handle).metadata.num_row_groups)
+    return counts
+
+
+def test_a_spark_cluster_writes_s3_from_its_executors_in_python(s3_server, spark_cluster, tmp_path, zen):
+    """A standalone cluster's executors share no disk with the driver, so nothing is staged:
+    `mapInArrow` tasks write the part files with pyarrow + fsspec, straight to the store."""
+    from zenml.client import Client
+
+    from materializers import dataset
+
+    stack = activate_store_stack("s3", s3_server, "spark", {"master": spark_cluster.master_url, "ui_enabled": False})
+    # Two partitions span several of the 10,000-row Arrow batches Spark hands to Python.
+    n = 50_000
+    run = run_pipeline("round_trip", stack.id, tmp_path / "run.log", engine="spark", n=n)
+    assert run.steps["sum_spark"].outputs["summary"][0].load() == {"rows": n, "x": sum(i * 0.5 for i in range(n))}
+    artifact = run.steps["make_spark"].outputs["frame"][0]
+    assert artifact.run_metadata["written_via"] == "spark executors (pyarrow + fsspec)"
+    manifest = dataset.read_manifest(Client().active_stack.artifact_store, artifact.uri)
+    assert manifest.num_rows == n
+    # Each part file is one row group, not one per batch Spark handed over.
+    assert _row_groups(artifact.uri, manifest) == [1] * len(manifest.files)
+    assert spark_cluster.alive()
 
 
 # ---- atomicity ---------------------------------------------------------------------------------
