@@ -37,12 +37,6 @@ if [ "$(cat "$oldest/installed" 2>/dev/null)" != "$stamp" ]; then
         && echo "$stamp" > "$oldest/installed" || exit 1
 fi
 
-# The suite starts many short-lived Spark JVMs (a pipeline process starts its own) on two
-# cores; C2 compilation barely pays off before they exit, and C1 alone ran
-# tests/integration/test_spark_engine.py in 230 s instead of 308 s. Engines outside the
-# suite keep the JVM's default JIT.
-export JAVA_TOOL_OPTIONS="${JAVA_TOOL_OPTIONS:+$JAVA_TOOL_OPTIONS }-XX:TieredStopAtLevel=1"
-
 spark_home() { "$1" -c "import os, pyspark; print(os.path.dirname(pyspark.__file__))"; }
 
 statuses=()
