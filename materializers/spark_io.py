@@ -150,23 +150,23 @@ def _write_staged(df: "DataFrame", store: "BaseArtifactStore", directory: str) -
     context = df.sparkSession.sparkContext
     scratch = context._jvm.org.apache.spark.SparkFiles.getRootDirectory()
     staging = Path(tempfile.mkdtemp(prefix="zenml-dataset-", dir=scratch))
+    local = staging / "data"
+
+    def upload(batch: Iterator[str]) -> Iterator[str]:
+        import fsspec
+
+        filesystem = fsspec.filesystem(protocol, **options)
+        for name in batch:
+            filesystem.put_file(str(local / name), f"{directory}/{name}")
+            yield name
+
     try:
-        local = staging / "data"
         _write_natively(df, local.as_uri())
         names = sorted(name for name in os.listdir(local) if name.startswith("part-"))
-        if not names:
+        if names:
+            context.parallelize(names, len(names)).mapPartitions(upload).count()
+        else:
             _write_empty_part(df, store, directory)
-            return STAGED
-
-        def upload(batch: Iterator[str]) -> Iterator[str]:
-            import fsspec
-
-            filesystem = fsspec.filesystem(protocol, **options)
-            for name in batch:
-                filesystem.put_file(str(local / name), f"{directory}/{name}")
-                yield name
-
-        context.parallelize(names, len(names)).mapPartitions(upload).count()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return STAGED
