@@ -43,9 +43,10 @@ import sys
 import time
 import urllib.request
 import uuid
-from contextlib import contextmanager
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -133,25 +134,10 @@ def _count_rows(batches: Any) -> Any:
     yield pa.RecordBatch.from_pydict({"rows": [sum(batch.num_rows for batch in batches)]})
 
 
-@contextmanager
-def _as_on_a_cluster(cluster: bool) -> Iterator[None]:
-    """Make the writer take a cluster's path: executors that share no disk with the driver."""
-    from materializers import spark_io
-
-    if not cluster:
-        yield
-        return
-    original = spark_io._executors_share_our_disk
-    spark_io._executors_share_our_disk = lambda session: False
-    try:
-        yield
-    finally:
-        spark_io._executors_share_our_disk = original
-
-
 def measure(variant: str, spark: Any, store: Any, rows: int, raw: Dict[str, Any]) -> float:
     from pyspark.sql import DataFrame
 
+    from materializers import spark_io
     from materializers.spark_dataframe import SparkDataFrameMaterializer
 
     if variant.startswith("raw"):
@@ -165,7 +151,9 @@ def measure(variant: str, spark: Any, store: Any, rows: int, raw: Dict[str, Any]
             count = df.mapInArrow(_count_rows, "rows long").groupBy().sum("rows").first()[0]
         else:
             uri = f"{store.path}/bench-{uuid.uuid4().hex[:10]}"
-            with _as_on_a_cluster(variant == "cluster"):
+            # A cluster's executors share no disk with the driver: the writer takes their path.
+            as_on_a_cluster = mock.patch.object(spark_io, "_executors_share_our_disk", lambda session: False)
+            with as_on_a_cluster if variant == "cluster" else nullcontext():
                 SparkDataFrameMaterializer(uri, artifact_store=store).save(df)
             count = SparkDataFrameMaterializer(uri, artifact_store=store).load(DataFrame).count()
         seconds = time.perf_counter() - start
