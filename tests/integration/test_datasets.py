@@ -156,6 +156,7 @@ def _row_groups(uri: str, manifest: Any) -> List[int]:
     return counts
 
 
+@pytest.mark.slow
 def test_a_spark_cluster_writes_s3_from_its_executors_in_python(s3_server, spark_cluster, tmp_path, zen):
     """A standalone cluster's executors share no disk with the driver, so nothing is staged:
     `mapInArrow` tasks write the part files with pyarrow + fsspec, straight to the store."""
@@ -174,7 +175,8 @@ def test_a_spark_cluster_writes_s3_from_its_executors_in_python(s3_server, spark
     assert manifest.num_rows == n
     # Each part file is one row group, not one per batch Spark handed over.
     assert _row_groups(artifact.uri, manifest) == [1] * len(manifest.files)
-    assert spark_cluster.alive()
+    assert spark_cluster.alive()  # never stopped a cluster we did not start
+    assert zenml_env.java_children(settle_s=15) == []  # but our driver and its executors are gone
 
 
 # ---- atomicity ---------------------------------------------------------------------------------
