@@ -279,11 +279,11 @@ def spark_base_conf() -> Dict[str, str]:
 
 def stop_spark_completely(session: Any = None) -> None:
     """Stop a hand-built session and the driver JVM PySpark keeps after `stop()`."""
-    from flavors.spark.engine import _shutdown_driver_jvm
+    from flavors.spark.engine import shutdown_driver_jvm
 
     if session is not None:
         session.stop()
-    _shutdown_driver_jvm()
+    shutdown_driver_jvm()
 
 
 # ---- Dask ------------------------------------------------------------------------------------

@@ -132,4 +132,4 @@ def EXTRA_TIMERS() -> List[Any]:
     """(owner, attribute) pairs the bench times inside the engine's teardown."""
     import flavors.spark.engine
 
-    return [(flavors.spark.engine, "_shutdown_driver_jvm")]
+    return [(flavors.spark.engine, "shutdown_driver_jvm")]

@@ -112,6 +112,28 @@ def other_spark():
 
 
 @pytest.fixture(scope="session")
+def spark_class_archive():
+    """This environment's Spark driver class archive (flavors/spark/class_cache.py): the one
+    tests/run_all.sh recorded, else recorded now (or waited for, if a parallel worker is
+    recording it)."""
+    import subprocess
+    import sys
+    import time
+
+    from flavors.spark import class_cache
+
+    archive, why_not = class_cache.archive_path()
+    assert archive is not None, why_not
+    deadline = time.time() + 300
+    while not archive.exists():
+        done = subprocess.run([sys.executable, "-m", "flavors.spark.class_cache"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert archive.exists() or time.time() < deadline, f"no class archive after 300 s: {done.stdout}"
+        time.sleep(0 if archive.exists() else 2)
+    return archive
+
+
+@pytest.fixture(scope="session")
 def dask_cluster():
     """A `dask scheduler` + one `dask worker --nthreads 1` on 127.0.0.1, started once per session."""
     from tests.support.dask_cluster import SchedulerAndWorker

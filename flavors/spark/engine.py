@@ -20,6 +20,8 @@ from flavors.spark.flavor import SparkEngineConfig, SparkEngineSettings
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from flavors.spark.class_cache import JvmClassCache
+
 logger = get_logger(__name__)
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -80,28 +82,31 @@ def _release_line(version: str) -> str:
     return ".".join(version.split(".")[:2])
 
 
-def _shutdown_driver_jvm() -> None:
-    """Stop the py4j gateway JVM that PySpark keeps alive after `SparkSession.stop()`."""
+def shutdown_driver_jvm(wait_s: float = 10.0) -> Optional[int]:
+    """Stop the py4j gateway JVM that PySpark keeps alive after `SparkSession.stop()`; its
+    exit code, or None when it was not launched here or had to be killed after `wait_s`."""
     from pyspark import SparkContext
 
     gateway = SparkContext._gateway
     if gateway is None:
-        return
+        return None
     process = getattr(gateway, "proc", None)  # None when the JVM was not launched by us
     try:
         gateway.shutdown()
     except Exception:  # the JVM may already be gone
         pass
+    returncode = None
     if process is not None:
         try:
             if process.stdin:
                 process.stdin.close()  # the gateway server exits on EOF
-            process.wait(timeout=10)
+            returncode = process.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
     SparkContext._gateway = None
     SparkContext._jvm = None
+    return returncode
 
 
 @contextmanager
@@ -152,6 +157,9 @@ class SparkEngine(BaseEngine):
     _set_connect_marker: ClassVar[bool] = False
     # What the standalone master's UI said when we last connected (None: not read).
     _cluster_version: Optional[str] = None
+    # What the running driver JVM does with the class archive (None: nothing), or why not.
+    _class_cache: Optional["JvmClassCache"] = None
+    _class_cache_why_not: str = ""
 
     @property
     def config(self) -> SparkEngineConfig:
@@ -213,17 +221,30 @@ class SparkEngine(BaseEngine):
         return session
 
     def _create(self, conf: Dict[str, str]) -> "SparkSession":
+        from pyspark import SparkContext
         from pyspark.sql import SparkSession
 
         # py4j logs every closed gateway connection at INFO, drowning the step logs.
         logging.getLogger("py4j").setLevel(logging.WARNING)
-        builder = SparkSession.builder.appName(self.config.app_name)
-        if self.config.is_connect:
-            builder = builder.remote(self.config.master)
-        else:
-            builder = builder.master(self.config.master)
-        for key, value in conf.items():
-            builder = builder.config(key, value)
+        if not self.config.is_connect and SparkContext._gateway is None:  # a driver JVM will launch
+            self._plan_class_cache(conf)
+        cache = self._class_cache
+
+        def builder(with_cache: bool) -> Any:
+            chosen = SparkSession.builder.appName(self.config.app_name)
+            if self.config.is_connect:
+                chosen = chosen.remote(self.config.master)
+            else:
+                chosen = chosen.master(self.config.master)
+            options = dict(conf)
+            if with_cache and cache is not None:
+                ours = cache.java_options()
+                mine = options.get("spark.driver.extraJavaOptions", "")
+                options["spark.driver.extraJavaOptions"] = f"{mine} {ours}".strip()
+            for key, value in options.items():
+                chosen = chosen.config(key, value)
+            return chosen
+
         launch_env = {}
         if conf.get("spark.driver.bindAddress") == "127.0.0.1":
             # The Spark UI binds to SPARK_LOCAL_IP or else every interface, whatever the
@@ -235,12 +256,58 @@ class SparkEngine(BaseEngine):
             launch_env["PYSPARK_PYTHON"] = conf["spark.pyspark.python"]
         connect_marker_was_set = "SPARK_CONNECT_MODE_ENABLED" in os.environ
         with _environment(launch_env):
-            session = builder.getOrCreate()
+            try:
+                session = builder(with_cache=True).getOrCreate()
+            except Exception:
+                if cache is None or cache.recording:
+                    self._driver_jvm_gone(None)
+                    raise
+                # An archive the JVM cannot map kills it at launch: start without it, and
+                # drop the archive if that was the cause.
+                self._abort_start()
+                session = builder(with_cache=False).getOrCreate()
+                cache.discard()
+                self._class_cache_why_not = f"{cache.archive} would not load (removed)"
         if self.config.is_connect and not connect_marker_was_set:
             # PySpark marks the whole process (and its children) as Connect-only and never
             # unmarks it for a remote server; we do on stop, so classic Spark can follow.
             SparkEngine._set_connect_marker = True
         return session
+
+    def _plan_class_cache(self, conf: Dict[str, str]) -> None:
+        """Decide what the driver JVM about to launch does with the class archive."""
+        from flavors.spark import class_cache
+
+        self._class_cache, self._class_cache_why_not = None, ""
+        if not self.config.jvm_class_cache:
+            self._class_cache_why_not = "off (jvm_class_cache=False)"
+            return
+        if re.search(r"-XX:(SharedArchiveFile|ArchiveClassesAtExit)|-Xshare", conf.get("spark.driver.extraJavaOptions", "")):
+            self._class_cache_why_not = "the conf's spark.driver.extraJavaOptions sets class-data sharing"
+            return
+        from zenml.client import Client
+
+        # Only where the steps run in this process (the local orchestrator, a notebook)
+        # does the machine keep what a start records; a step in a container of its own
+        # would pay for the recording and throw it away.
+        orchestrator = Client().active_stack.orchestrator
+        cache, why_not = class_cache.plan(
+            conf.get("spark.driver.extraClassPath", ""), may_record=orchestrator.flavor == "local"
+        )
+        self._class_cache, self._class_cache_why_not = cache, why_not
+        if cache is not None and cache.recording:
+            logger.info(
+                "Recording the Spark driver JVM's classes in %s, once for this Spark and Java: this "
+                "start and its stop take longer, later starts map the classes in.", cache.archive,
+            )
+
+    def _recording(self) -> bool:
+        return self._class_cache is not None and self._class_cache.recording
+
+    def _driver_jvm_gone(self, returncode: Optional[int]) -> None:
+        cache, self._class_cache = self._class_cache, None
+        if cache is not None:
+            cache.jvm_exited(returncode)
 
     def _conf(self, settings: SparkEngineSettings) -> Dict[str, str]:
         """Start-up conf: loopback defaults, artifact-store bridge, component conf, step conf."""
@@ -268,7 +335,7 @@ class SparkEngine(BaseEngine):
         # stopping it ends our application, never the cluster.
         handle.stop()
         if not self.config.is_connect:
-            _shutdown_driver_jvm()
+            self._driver_jvm_gone(shutdown_driver_jvm(wait_s=120 if self._recording() else 10))
         elif SparkEngine._set_connect_marker:
             os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
             SparkEngine._set_connect_marker = False
@@ -308,6 +375,7 @@ class SparkEngine(BaseEngine):
         if process is not None:
             process.kill()
             process.wait()
+        self._driver_jvm_gone(None)
         SparkContext._gateway = None
         SparkContext._jvm = None
         SparkContext._active_spark_context = None
@@ -332,6 +400,11 @@ class SparkEngine(BaseEngine):
             )
             return facts
         context = handle.sparkContext
+        if self._class_cache is not None:
+            process = getattr(context._gateway, "proc", None)
+            facts["jvm_class_cache"] = self._class_cache.state(getattr(process, "pid", None))
+        elif self._class_cache_why_not:
+            facts["jvm_class_cache"] = f"not used: {self._class_cache_why_not}"
         facts.update(
             master=context.master,
             address=context.master,

@@ -136,7 +136,7 @@ def test_an_owned_engine_and_its_ui_listen_on_loopback_only(spark_stack, monkeyp
     assert "SPARK_LOCAL_IP" not in os.environ
 
 
-def test_step_metadata_describes_the_engine_without_secrets(spark_stack, caplog):
+def test_step_metadata_describes_the_engine_without_secrets(spark_stack, spark_class_archive, caplog):
     spark_stack(
         master="local[1]",
         ui_enabled=True,
@@ -154,6 +154,7 @@ def test_step_metadata_describes_the_engine_without_secrets(spark_stack, caplog)
     assert facts["spark_ui_url"].startswith("http://127.0.0.1:")
     assert facts["conf"]["spark.sql.shuffle.partitions"] == "4"
     assert facts["conf"]["spark.hadoop.fs.s3a.secret.key"] == "***"
+    assert facts["jvm_class_cache"] == "used"  # the driver JVM mapped the recorded classes
     assert "do-not-leak-me" not in str(run.steps["make_numbers"].run_metadata)
     # Our loggers only: ZenML 0.90 itself logs the stack's component configs at DEBUG.
     ours = [r.getMessage() for r in caplog.records if r.name.split(".")[0] in ("flavors", "materializers")]
@@ -163,7 +164,7 @@ def test_step_metadata_describes_the_engine_without_secrets(spark_stack, caplog)
 def test_a_session_the_user_started_is_attached_and_never_stopped(spark_stack):
     from pyspark.sql import SparkSession
 
-    from flavors.spark.engine import _shutdown_driver_jvm
+    from flavors.spark.engine import shutdown_driver_jvm
 
     spark_stack(**LOCAL)
     mine = SparkSession.builder.master("local[1]").appName("user-session").getOrCreate()
@@ -174,7 +175,7 @@ def test_a_session_the_user_started_is_attached_and_never_stopped(spark_stack):
         assert mine.range(3).count() == 3  # still alive and usable
     finally:
         mine.stop()
-        _shutdown_driver_jvm()
+        shutdown_driver_jvm()
     assert java_children() == []
 
 
@@ -363,3 +364,27 @@ def test_spark_connect_server_runs_the_pipeline_and_keeps_running(spark_stack, s
     assert "SPARK_CONNECT_MODE_ENABLED" not in os.environ
     spark_stack(**LOCAL)
     assert manifest_of(P.aggregate_pipeline(n=30).steps["count_by_key"].outputs["output"][0]).num_rows == 3
+
+
+@pytest.mark.slow  # records an archive of its own: a start and a stop about 25 s longer
+def test_the_driver_jvm_records_its_classes_once_and_later_starts_map_them(spark_stack, tmp_path, monkeypatch):
+    monkeypatch.setenv("ZENML_ENGINES_CACHE_DIR", str(tmp_path))
+    cache = tmp_path / "spark-jvm"
+    spark_stack(**LOCAL)
+
+    first = P.aggregate_pipeline(n=30)
+    assert step_metadata(first, "make_numbers")["jvm_class_cache"] == "recording"
+    (archive,) = cache.iterdir()  # whole, in place: no part file or claim left behind
+    assert archive.suffix == ".jsa" and archive.stat().st_size > 10_000_000
+
+    second = P.aggregate_pipeline(n=30)
+    assert step_metadata(second, "make_numbers")["jvm_class_cache"] == "used"  # mapped by the JVM
+
+    # A truncated archive crashes the JVM that maps it: the start goes on without it.
+    whole = archive.read_bytes()
+    archive.unlink()
+    archive.write_bytes(whole[: len(whole) // 2])
+    third = P.aggregate_pipeline(n=30)
+    assert step_metadata(third, "make_numbers")["jvm_class_cache"].endswith("would not load (removed)")
+    assert list(cache.glob("*.jsa*")) == []  # (the crashed JVM's report stays there)
+    assert java_children() == []
