@@ -258,12 +258,14 @@ class SparkEngine(BaseEngine):
         with _environment(launch_env):
             try:
                 session = builder(with_cache=True).getOrCreate()
-            except Exception:
-                if cache is None or cache.recording:
+            except Exception as e:
+                # An archive the JVM cannot map kills it at launch: start once more without
+                # it, and drop the archive if that was the cause. Not for any other failure,
+                # nor for a start given up at its timeout (its abort already dropped the plan).
+                died_at_launch = "JAVA_GATEWAY_EXITED" in str(e)
+                if cache is None or cache.recording or not died_at_launch or self._class_cache is not cache:
                     self._driver_jvm_gone(None)
                     raise
-                # An archive the JVM cannot map kills it at launch: start without it, and
-                # drop the archive if that was the cause.
                 self._abort_start()
                 session = builder(with_cache=False).getOrCreate()
                 cache.discard()

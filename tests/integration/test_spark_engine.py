@@ -257,7 +257,7 @@ def test_master_that_never_answers_times_out_within_startup_timeout(zen, spark_s
     assert java_children() == []
 
 
-def test_a_start_abandoned_at_its_timeout_leaves_no_driver_and_the_next_run_starts(zen, spark_stack):
+def test_a_start_abandoned_at_its_timeout_leaves_no_driver_and_the_next_run_starts(zen, spark_stack, spark_class_archive):
     # 0.5 s runs out while pyspark is still launching the driver JVM: that launch cannot be
     # interrupted, so what it yields once it is up must be stopped, and the next start must
     # not build on it.
@@ -272,6 +272,7 @@ def test_a_start_abandoned_at_its_timeout_leaves_no_driver_and_the_next_run_star
     assert run.status.value == "completed"
     assert step_metadata(run, "make_numbers")["master"] == "local[2]"  # not the abandoned driver
     assert java_children(settle_s=30) == []
+    assert spark_class_archive.exists()  # a start given up is not taken for a bad archive
 
 
 @pytest.mark.slow
