@@ -2,8 +2,8 @@
 
 A Spark driver JVM loads and verifies some 14,000 classes from Spark's jars at every start;
 given a class-data sharing (CDS) archive of them it maps them in instead. Measured here
-(2 cores, Spark 4.3, Java 17): the start took 6.1 s instead of 9.5, the first job 2.7 s
-instead of 4.8, and the JVM 37% less CPU. The JVM records the archive itself as it exits
+(2 cores, Spark 4.3, Java 17): the start took 6.1 s instead of 9.7, the first job 2.7 s
+instead of 4.8, and the JVM 36% less CPU. The JVM records the archive itself as it exits
 (`-XX:ArchiveClassesAtExit`, Java 13 and later), once per Spark and Java installation: that
 start takes about 6 s longer and its exit about 17 s. `python -m flavors.spark.class_cache`
 records it ahead of time (a Docker image build, a CI setup step).
@@ -186,8 +186,8 @@ def plan(extra_class_path: str = "", may_record: bool = True) -> Tuple[Optional[
 
 
 def _forget_abandoned_recordings(archive: Path) -> None:
-    """Remove a recording claim and part files whose process is gone (killed mid-run), or
-    that are older than any recording takes."""
+    """Remove a recording claim whose process is gone (killed mid-run) or that is older
+    than any recording takes, and part files whose process is gone."""
     claim = archive.with_name(f"{archive.name}.recording")
     try:
         pid = int(claim.read_text() or 0)
