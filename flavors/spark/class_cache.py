@@ -12,7 +12,9 @@ An archive is only ever used whole: the JVM writes a part file of its own, renam
 place after the JVM exited cleanly, because a truncated archive crashes the JVM that maps
 it (SIGBUS). Should one ever fail to load anyway, the start is retried without it and the
 archive removed. The JVM itself refuses, silently, an archive of another Java build or
-class path; the key below keeps those apart so each setup has its own.
+class path, or one whose class path files changed since (a reinstalled pyspark); the key
+below keeps those apart so each setup has its own, and a new recording removes the ones
+its setup's changed files made useless.
 """
 
 from __future__ import annotations
@@ -151,12 +153,29 @@ def archive_path(extra_class_path: str = "") -> Tuple[Optional[Path], str]:
     import pyspark
     from pyspark.find_spark_home import _find_spark_home
 
-    key = "\n".join(
-        [str(java), release.get("JAVA_RUNTIME_VERSION", ""), pyspark.__version__,
-         os.path.realpath(_find_spark_home()), extra_class_path]
+    spark_home = os.path.realpath(_find_spark_home())
+    setup = "\n".join(
+        [str(java), release.get("JAVA_RUNTIME_VERSION", ""), pyspark.__version__, spark_home, extra_class_path]
     )
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return cache_dir() / f"spark-{pyspark.__version__}-java{feature}-{digest}.jsa", ""
+    setup_digest = hashlib.sha256(setup.encode()).hexdigest()[:12]
+    files_digest = hashlib.sha256(_class_path_files(spark_home, extra_class_path).encode()).hexdigest()[:8]
+    return cache_dir() / f"spark-{pyspark.__version__}-java{feature}-{setup_digest}-{files_digest}.jsa", ""
+
+
+def _class_path_files(spark_home: str, extra_class_path: str) -> str:
+    """Name, size and mtime of every file on the driver's class path. The JVM refuses an
+    archive when any of them changed (a reinstalled pyspark has the same version and
+    path, but new files), so a changed file must give a new archive."""
+    entries = [os.path.join(spark_home, "jars", name) for name in sorted(os.listdir(os.path.join(spark_home, "jars")))]
+    entries += [entry for entry in extra_class_path.split(os.pathsep) if entry]
+    lines = []
+    for entry in entries:
+        try:
+            stat = os.stat(entry)
+        except OSError:
+            continue
+        lines.append(f"{entry} {stat.st_size} {stat.st_mtime_ns}")
+    return "\n".join(lines)
 
 
 def plan(extra_class_path: str = "", may_record: bool = True) -> Tuple[Optional[JvmClassCache], str]:
@@ -182,7 +201,19 @@ def plan(extra_class_path: str = "", may_record: bool = True) -> Tuple[Optional[
         return None, f"cannot write {archive.parent}: {e.strerror}"
     with os.fdopen(fd, "w") as claim:
         claim.write(str(os.getpid()))
+    _remove_superseded(archive)
     return JvmClassCache(archive, recording=True), ""
+
+
+def _remove_superseded(archive: Path) -> None:
+    """Remove the archives of this setup recorded against class path files that have since
+    changed: no JVM will map them again. (A JVM mapping one now keeps its mapping: removing
+    a file does not truncate it.)"""
+    setup_prefix = archive.name.rsplit("-", 1)[0]
+    for other in archive.parent.glob(f"{setup_prefix}-*.jsa"):
+        if other != archive:
+            other.unlink(missing_ok=True)
+            other.with_name(f"{other.name}.failed").unlink(missing_ok=True)
 
 
 def _forget_abandoned_recordings(archive: Path) -> None:

@@ -87,6 +87,22 @@ def test_each_java_build_and_driver_class_path_has_its_own_archive(java):
     assert plain.name.startswith("spark-") and "-java17-" in plain.name
 
 
+def test_a_changed_class_path_file_gets_a_new_archive_which_replaces_the_old(java, tmp_path):
+    # The JVM refuses an archive once a file on its class path changed (a reinstalled
+    # pyspark keeps its version and path): that must not keep the old archive in use.
+    jar = tmp_path / "extra.jar"
+    jar.write_bytes(b"classes")
+    old, _ = class_cache.plan(str(jar))
+    old.archive.write_bytes(b"an archive")
+    old.jvm_exited(None)  # (drops the claim)
+    assert not class_cache.plan(str(jar))[0].recording
+
+    os.utime(jar, ns=(0, 0))  # reinstalled
+    new, _ = class_cache.plan(str(jar))
+    assert new.recording and new.archive != old.archive
+    assert not old.archive.exists()  # never to be mapped again
+
+
 def test_a_part_file_of_a_process_that_is_gone_is_removed(java):
     archive, _ = class_cache.archive_path()
     archive.parent.mkdir(parents=True)
