@@ -81,13 +81,28 @@ def test_a_run_that_loads_the_stack_begins_the_engine_before_it_compiles(stack, 
 
 
 def _said_within(caplog, text: str, seconds: float) -> bool:
-    """Whether a log record says `text` within `seconds`."""
+    """Whether a log record says `text` within `seconds`; if not, the pending warm starts
+    and where their threads are (once seen on ZenML 0.90 under load) go to stderr, which
+    the failure report shows."""
     deadline = time.time() + seconds
     while not any(text in record.getMessage() for record in caplog.records):
         if time.time() >= deadline:
+            _print_prestart_threads()
             return False
         time.sleep(0.25)
     return True
+
+
+def _print_prestart_threads() -> None:
+    import sys
+    import threading
+    import traceback
+
+    frames = sys._current_frames()
+    print(f"pending warm starts: {[(p, p.error) for p in prestart._PENDING.values()]}", file=sys.stderr)
+    for thread in threading.enumerate():
+        if thread.name.endswith("-prestart") and thread.ident in frames:
+            print(f"thread {thread.name}:\n{''.join(traceback.format_stack(frames[thread.ident]))}", file=sys.stderr)
 
 
 def test_an_engine_free_pipeline_starts_nothing_unless_prestart_is_always(stack, prestart_log):
