@@ -237,16 +237,21 @@ def _consider(engine: "BaseEngine", loading: bool) -> None:
 
 
 def _let_store_sessions_straddle_log_level_changes() -> None:
-    """ZenML's SQL store session sets `start_time` on entry only if DEBUG logging is on
-    then, and reads it on exit if DEBUG is on then. ZenML 0.90's log capture lowers the
-    root logger's level while it prepares a run (to that of the lowest handler: NOTSET
-    after a bare `logging.basicConfig()`) and restores it, so a store query on the
-    prestart thread that straddled the change failed with AttributeError. A class default
-    keeps it working; only that session's debug-logged duration is then meaningless."""
+    """ZenML's SQL store session sets `start_time` (0.90: also `log_request_id`,
+    `log_request` and `caller_method`) on entry only if DEBUG logging is on then, and reads
+    them on exit if DEBUG is on then. ZenML 0.90's log capture lowers the root logger's
+    level while it prepares a run (to that of the lowest handler: NOTSET after a bare
+    `logging.basicConfig()`) and restores it, so a store query on the prestart thread that
+    straddled the change failed with AttributeError. Class defaults keep it working; only
+    that session's debug line is then meaningless."""
     store = sys.modules.get("zenml.zen_stores.sql_zen_store")  # a REST store has no such sessions
     session = getattr(store, "Session", None)
-    if session is not None and not hasattr(session, "start_time"):
-        session.start_time = time.time()
+    if session is None:
+        return
+    defaults = {"start_time": time.time(), "log_request_id": "N/A", "log_request": "", "caller_method": "unknown"}
+    for name, value in defaults.items():
+        if not hasattr(session, name):
+            setattr(session, name, value)
 
 
 def _in_file(frame: Any, file: str) -> bool:
