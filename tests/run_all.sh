@@ -4,7 +4,7 @@
 # Spark is also the cluster of another release line the version-mismatch test needs).
 # OLDEST_PASS=0 skips that pass (while iterating).
 #
-# The main sessions run their tests in TEST_WORKERS (default 2) worker processes
+# Every session runs its tests in TEST_WORKERS (default 2) worker processes
 # (pytest-xdist): most of a test's time is spent waiting on engines and pipeline processes,
 # so two at once keep both cores busy. Each worker starts its own session fixtures
 # (clusters, servers) on free loopback ports, and every leak check counts only the
@@ -13,7 +13,7 @@
 # Two sessions: once, a single session died of a segfault in a native (non-Python) thread
 # during a Spark test that ran after the Ray tests; Ray's in-process driver is the one
 # native runtime with threads of its own in the test process and keeps some after
-# ray.shutdown(), so the Ray tests get a process of their own.
+# ray.shutdown(), so the Ray tests get processes of their own.
 # Extra arguments go to every session (e.g. -m "not slow").
 set -u
 cd "$(dirname "$0")/.."
@@ -25,17 +25,9 @@ parallel=(-n "${TEST_WORKERS:-2}" --dist worksteal)
 # The BigQuery emulator lives in a venv of its own (.venv-bqemu), created once here.
 "$python" -c "from examples._bqemulator import ensure_venv; ensure_venv()" || exit 1
 
-# A venv cannot be moved into place: it is marked complete, with a stamp of what it was
-# installed from, and built anew when that changed.
-stamp="$(cat tests/oldest.txt pyproject.toml | sha256sum | cut -c1-16)"
-if [ "$(cat "$oldest/installed" 2>/dev/null)" != "$stamp" ]; then
-    echo "Installing the oldest supported releases into $oldest (tests/oldest.txt)"
-    rm -rf "$oldest"
-    python3 -m venv "$oldest" \
-        && "$oldest/bin/pip" install -q --upgrade pip \
-        && "$oldest/bin/pip" install -q -c tests/oldest.txt -e '.[all,test]' \
-        && echo "$stamp" > "$oldest/installed" || exit 1
-fi
+# The oldest releases (.venv-oldest): their fast set below, and their Spark, the cluster of
+# another release line the version-mismatch test needs.
+bash tests/oldest_venv.sh || exit 1
 
 # Each venv's Spark driver JVM records its class archive once, up front (both at once:
 # two cores), so that no test's run pays for the recording (flavors/spark/class_cache.py).
@@ -55,14 +47,14 @@ run() {  # run <python> <pytest arguments...>
 # Each venv's tests see the other's Spark (a cluster of another release line).
 export OTHER_SPARK_HOME="$(spark_home "$oldest/bin/python")"
 run "$python" -m pytest -q -ra --durations=25 "${parallel[@]}" --ignore="$ray_tests" "$@"
-run "$python" -m pytest -q -ra --durations=10 "$ray_tests" "$@"
+run "$python" -m pytest -q -ra --durations=10 "${parallel[@]}" "$ray_tests" "$@"
 
 if [ "${OLDEST_PASS:-1}" = 1 ]; then
     echo "The fast set on the oldest supported releases ($oldest):"
     "$oldest/bin/python" -m pip list 2>/dev/null | grep -iE "^(zenml|pyspark|ray|dask|distributed) "
     export OTHER_SPARK_HOME="$(spark_home "$python")"
     run "$oldest/bin/python" -m pytest -q -ra --durations=10 "${parallel[@]}" -m "not slow" --ignore="$ray_tests" "$@"
-    run "$oldest/bin/python" -m pytest -q -ra -m "not slow" "$ray_tests" "$@"
+    run "$oldest/bin/python" -m pytest -q -ra "${parallel[@]}" -m "not slow" "$ray_tests" "$@"
 fi
 
 failed=0
