@@ -166,7 +166,8 @@ def _class_path_files(spark_home: str, extra_class_path: str) -> str:
     """Name, size and mtime of every file on the driver's class path. The JVM refuses an
     archive when any of them changed (a reinstalled pyspark has the same version and
     path, but new files), so a changed file must give a new archive."""
-    entries = [os.path.join(spark_home, "jars", name) for name in sorted(os.listdir(os.path.join(spark_home, "jars")))]
+    jars = os.path.join(spark_home, "jars")
+    entries = [os.path.join(jars, name) for name in sorted(os.listdir(jars))] if os.path.isdir(jars) else []
     entries += [entry for entry in extra_class_path.split(os.pathsep) if entry]
     lines = []
     for entry in entries:
