@@ -237,9 +237,9 @@ def _consider(engine: "BaseEngine", loading: bool) -> None:
 
 
 def _let_store_sessions_straddle_log_level_changes() -> None:
-    """ZenML's SQL store session sets `start_time` (0.90: also `log_request_id`,
-    `log_request` and `caller_method`) on entry only if DEBUG logging is on then, and reads
-    them on exit if DEBUG is on then. ZenML 0.90's log capture lowers the root logger's
+    """ZenML's SQL store session sets `start_time` and `caller_method` (0.90: also
+    `log_request_id` and `log_request`) on entry only if DEBUG logging is on then, and
+    reads them on exit if DEBUG is on then. ZenML 0.90's log capture lowers the root logger's
     level while it prepares a run (to that of the lowest handler: NOTSET after a bare
     `logging.basicConfig()`) and restores it, so a store query on the prestart thread that
     straddled the change failed with AttributeError. Class defaults keep it working; only
