@@ -202,6 +202,28 @@ def test_failing_step_shuts_the_owned_engine_down(ray_stack):
     assert_no_ray_left()
 
 
+def test_an_owned_ray_counts_as_gone_once_its_gcs_died(ray_stack):
+    """Between steps the engine asks whether its Ray still runs (a step on a dead one would
+    end the process); for an owned Ray it asks the daemons it started, not the network."""
+    from flavors.engine import live_engines
+
+    ray_stack(**SMALL)
+    engine = compute_engine("ray")
+    engine.session()
+    live = live_engines()[engine.id]
+    assert engine._is_alive(live)
+    gcs = [p for p in ray_processes() if p.name() == "gcs_server"]
+    assert len(gcs) == 1, describe(ray_processes())
+    gcs[0].kill()
+    deadline = time.monotonic() + 10  # a killed multi-threaded daemon takes a moment to exit
+    while engine._is_alive(live):
+        assert time.monotonic() < deadline, f"still counted alive after its GCS was killed: {describe(gcs)}"
+        time.sleep(0.1)
+    engine._close(live, reason="it no longer answered", bounded=True)  # what the step would do
+    assert not ray.is_initialized()
+    assert_no_ray_left()
+
+
 @pytest.mark.slow
 def test_sigterm_during_a_step_leaves_no_ray_processes(ray_stack, tmp_path):
     ray_stack(**SMALL)
