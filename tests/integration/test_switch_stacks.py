@@ -16,7 +16,12 @@ from tests.support import zenml_env
 def test_one_pipeline_runs_unchanged_on_dev_and_prod_stacks(zen, tmp_path):
     result = subprocess.run(
         [sys.executable, "examples/switch_stacks.py"],
-        cwd=zenml_env.ROOT_DIR, env=dict(os.environ), capture_output=True, text=True, timeout=900,
+        cwd=zenml_env.ROOT_DIR,
+        # The demo creates a ZenML repository (with its own active stack) where
+        # ZENML_REPOSITORY_PATH points: its own, not the session's, which every later child
+        # process of this test worker would otherwise find.
+        env={**os.environ, "ZENML_REPOSITORY_PATH": str(tmp_path)},
+        capture_output=True, text=True, timeout=900,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
