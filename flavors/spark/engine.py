@@ -128,6 +128,31 @@ def _executor_count(session: "SparkSession") -> int:
     return int(session.sparkContext._jsc.sc().getExecutorIds().size())
 
 
+_ENDPOINTS_PROBED = 9
+
+
+def _any_executor_listening(session: "SparkSession") -> bool:
+    """Whether an executor the driver knows still accepts connections (up to 8 asked).
+
+    The driver learns that an executor died only when it next talks to it, so after its
+    cluster went away and came back within seconds it still counts the old executors and
+    its next job waits forever for new ones. The status tracker lists the block-manager
+    address of every executor and of the driver itself (which always answers, being this
+    JVM), so an executor listens when two of the listed addresses accept a connection.
+    """
+    infos = session.sparkContext._jsc.sc().statusTracker().getExecutorInfos()
+    listening = 0
+    for info in list(infos)[:_ENDPOINTS_PROBED]:
+        try:
+            with socket.create_connection((info.host(), int(info.port())), timeout=1.0):
+                listening += 1
+        except OSError:
+            continue
+        if listening == 2:
+            return True
+    return False
+
+
 def _answers(session: "SparkSession") -> bool:
     """Whether the driver JVM answers and its SparkContext is not stopped. A JVM killed a
     moment ago is not yet reaped (its process still polls as running) but can no longer
@@ -361,10 +386,11 @@ class SparkEngine(BaseEngine):
                 _probe(self.config.master, timeout=2.0)
             except EngineError:
                 return False
-        if live.notes.get("executors", 0) > 0 and _executor_count(session) == 0:
+        if live.notes.get("executors", 0) > 0 and (_executor_count(session) == 0 or not _any_executor_listening(session)):
             # A standalone master that restarted does not know our application, and the
             # driver waits for executors forever: it had some after an earlier step and
-            # has none now (counted only without dynamic allocation, see below).
+            # has none now, or none that still listens (counted only without dynamic
+            # allocation, see below).
             return False
         return True
 
