@@ -426,14 +426,8 @@ class RayEngine(BaseEngine):
         if live.owned:
             # Our own GCS and raylet are our child processes: ask them, not the network
             # (a gRPC probe costs 0.2 s per step).
-            from ray._private import ray_constants
-
-            daemons = [
-                process
-                for process_type in (ray_constants.PROCESS_TYPE_GCS_SERVER, ray_constants.PROCESS_TYPE_RAYLET)
-                for process in _owned_node_processes(process_type) or []
-            ]
-            if len(daemons) == 2:
+            daemons = [process for name in _RAY_DAEMONS for process in _owned_node_processes(name) or []]
+            if len(daemons) == len(_RAY_DAEMONS):
                 return all(process.poll() is None for process in daemons)
         address = self.config.address if not live.owned else live.handle.address
         try:

@@ -132,7 +132,8 @@ _ENDPOINTS_PROBED = 9
 
 
 def _any_executor_listening(session: "SparkSession") -> bool:
-    """Whether an executor the driver knows still accepts connections (up to 8 asked).
+    """Whether an executor the driver knows still accepts connections (the first 9
+    addresses listed are asked).
 
     The driver learns that an executor died only when it next talks to it, so after its
     cluster went away and came back within seconds it still counts the old executors and
@@ -386,7 +387,7 @@ class SparkEngine(BaseEngine):
                 _probe(self.config.master, timeout=2.0)
             except EngineError:
                 return False
-        if live.notes.get("executors", 0) > 0 and (_executor_count(session) == 0 or not _any_executor_listening(session)):
+        if live.notes.get("executors", 0) > 0 and not _any_executor_listening(session):
             # A standalone master that restarted does not know our application, and the
             # driver waits for executors forever: it had some after an earlier step and
             # has none now, or none that still listens (counted only without dynamic
