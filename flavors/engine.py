@@ -173,6 +173,8 @@ class LiveEngine:
 _LIVE: Dict[UUID, LiveEngine] = {}
 _LOCK = threading.RLock()
 _START_COUNTS: Dict[UUID, int] = {}
+# Runs in which a step failed in this process (see `_a_consumer_follows`).
+_RUNS_WITH_A_FAILED_STEP: Set[UUID] = set()
 _exit_handlers_installed = False
 
 
@@ -491,6 +493,8 @@ class BaseEngine(HostedInFeatureStoreSlot):
     def _end_of_step(self, info: Any, step_failed: bool) -> None:
         from flavors import prestart
 
+        if step_failed:
+            _RUNS_WITH_A_FAILED_STEP.add(info.run_id)
         if prestart.pending(self) is not None and (step_failed or _run_is_over(info)):
             prestart.discard(self)
         with _LOCK:
@@ -717,6 +721,24 @@ def _input_specs(spec: Any) -> List[Any]:
     return list(spec.inputs.values())
 
 
+def _a_consumer_follows(info: Any) -> bool:
+    """Whether a step of the run consumes an output of the step that just executed.
+
+    That step certainly executes later (its input is a new artifact, so its cache key is
+    new), unless a failed step blocks it: decided from the snapshot alone, without the
+    store query of `_run_is_over`, for every step of a chain but the last. Only
+    `StepRunInfo`s that carry the snapshot (ZenML 0.91+) and runs without a failed step.
+    """
+    snapshot = getattr(info, "snapshot", None)
+    if snapshot is None or info.run_id in _RUNS_WITH_A_FAILED_STEP:
+        return False
+    return any(
+        spec.step_name == info.pipeline_step_name
+        for step in snapshot.step_configurations.values()
+        for spec in _input_specs(step.spec)
+    )
+
+
 def _run_is_over(info: Any) -> bool:
     """Whether no later step of this run will certainly execute in this process.
 
@@ -732,6 +754,8 @@ def _run_is_over(info: Any) -> bool:
     client = Client()
     if client.active_stack.orchestrator.run_init_cleanup_at_step_level:
         return True
+    if _a_consumer_follows(info):
+        return False
     statuses = {
         step.name: step.status
         for step in client.list_run_steps(pipeline_run_id=info.run_id, size=1000, hydrate=False)

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Dict
 import dask.dataframe as dd
 import pandas as pd
 from zenml import pipeline, step
+from zenml.enums import ExecutionMode
 
 from flavors import DaskEngineSettings, dask_client
 from tests.support import dask_cluster as probes
@@ -52,6 +53,16 @@ def client_facts() -> Annotated[Dict[str, Any], "facts"]:
 def fail_with_dask(df: dd.DataFrame) -> int:
     dask_client().compute(df.id.sum()).result()
     raise ValueError("this step fails on purpose")
+
+
+@step
+def fail_without_dask() -> int:
+    raise ValueError("this step fails on purpose, before any step asks for Dask")
+
+
+@step
+def count_rows(df: dd.DataFrame, offset: int) -> int:
+    return int(df.shape[0].compute()) + offset
 
 
 @step
@@ -112,6 +123,13 @@ def two_client_steps() -> None:
 @pipeline(enable_cache=False)
 def failing_dask_pipeline() -> None:
     fail_with_dask(make_frame(10))
+
+
+@pipeline(enable_cache=False, execution_mode=ExecutionMode.CONTINUE_ON_FAILURE)
+def blocked_consumer_pipeline(n: int = 10) -> None:
+    """The failure comes first; `count_rows`, which consumes the Dask step's output, is then skipped."""
+    offset = fail_without_dask()
+    count_rows(make_frame(n), offset)
 
 
 @pipeline(enable_cache=False)

@@ -174,6 +174,24 @@ def test_failing_step_stops_the_owned_cluster(dask_stack):
     _no_workers_left()
 
 
+def test_run_ends_with_no_cluster_when_a_failure_blocks_the_consumer(dask_stack):
+    """Continue-on-failure: the step consuming make_frame's output never runs, because an
+    earlier step failed, so the run is over once make_frame has ended."""
+    from zenml.client import Client
+
+    from tests.integration.dask_pipelines import blocked_consumer_pipeline
+
+    stack = dask_stack(**TINY)
+    with pytest.raises(Exception, match="fail_without_dask"):
+        blocked_consumer_pipeline()
+    steps = Client().get_pipeline("blocked_consumer_pipeline").last_run.steps
+    assert steps["fail_without_dask"].end_time <= steps["make_frame"].start_time  # the failure came first
+    assert steps["make_frame"].status.value == "completed"
+    assert "count_rows" not in steps or steps["count_rows"].status.value != "completed"
+    assert stack.feature_store.id not in live_engines()
+    _no_workers_left()
+
+
 @pytest.mark.slow
 def test_sigterm_stops_the_owned_cluster(dask_stack, tmp_path):
     dask_stack(**TINY)  # active in the session's ZenML config, which the subprocess inherits
