@@ -113,8 +113,9 @@ class BaseEngineConfig(BaseEngineSettings, BaseFeatureStoreConfig):
         prestart: Under the local orchestrator, begin the start while ZenML prepares
             the run: `auto` when the run will use the engine (a step's signature holds
             its data type, a step has settings for it, or the pipeline's last run on
-            this stack used it), `always` for every run, `never` (the default) to start
-            when the first step asks (flavors/prestart.py; the README says when it pays).
+            this stack used it), `always` for every run, `never` to start when the first
+            step asks (flavors/prestart.py). The default is `never` here; Spark and Dask,
+            where a warm start was measured to pay, default to `auto` (see the README).
     """
 
     reuse: Reuse = "pipeline_run"

@@ -16,7 +16,8 @@ step (its compilation failed, say, on a misspelled setting, or every step was ca
 carries settings for the engine's slot, or the latest run of the same pipeline on the same
 stack recorded this component in a step's `compute_engine` metadata (looked up on the background thread,
 so an engine-free pipeline pays nothing for it). `prestart: always` starts it for every
-run prepared here; `never` (the default) leaves the start to the first step.
+run prepared here; `never` leaves the start to the first step. Spark and Dask components
+default to `auto`, the others to `never` (the README has the measurements behind that).
 """
 
 from __future__ import annotations

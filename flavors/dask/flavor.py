@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Type, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from flavors.engine import BaseEngineConfig, BaseEngineFlavor, BaseEngineSettings
+from flavors.engine import BaseEngineConfig, BaseEngineFlavor, BaseEngineSettings, Prestart
 
 if TYPE_CHECKING:
     from flavors.dask.engine import DaskEngine
@@ -115,6 +115,8 @@ class DaskEngineConfig(BaseEngineConfig, DaskEngineSettings):
         dashboard: Serve the owned cluster's dashboard on 127.0.0.1 at a free port (its
             URL goes into the step metadata). Needs `bokeh`; without it only the
             scheduler's small HTTP endpoint (health, metrics) listens, on loopback too.
+        prestart: `auto` by default: the cluster's start overlaps ZenML's preparation
+            of a run that will use it (see `BaseEngineConfig`).
     """
 
     scheduler_address: Optional[str] = None
@@ -124,6 +126,7 @@ class DaskEngineConfig(BaseEngineConfig, DaskEngineSettings):
     processes: bool = True
     worker_resources: Dict[str, float] = Field(default_factory=dict)
     dashboard: bool = True
+    prestart: Prestart = "auto"
 
     @field_validator("scheduler_address")
     @classmethod

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Type, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from flavors.engine import BaseEngineConfig, BaseEngineFlavor, BaseEngineSettings
+from flavors.engine import BaseEngineConfig, BaseEngineFlavor, BaseEngineSettings, Prestart
 
 if TYPE_CHECKING:
     from flavors.spark.engine import SparkEngine
@@ -64,6 +64,8 @@ class SparkEngineConfig(BaseEngineConfig, SparkEngineSettings):
             150 MB), so drivers start in about a third less time. The first start records
             it, which makes that start and its stop slower once; recording ahead of time:
             `python -m flavors.spark.class_cache`.
+        prestart: `auto` by default: a driver's start (seconds) overlaps ZenML's
+            preparation of a run that will use it (see `BaseEngineConfig`).
     """
 
     master: str = "local[*]"
@@ -71,6 +73,7 @@ class SparkEngineConfig(BaseEngineConfig, SparkEngineSettings):
     ui_enabled: bool = True
     master_ui_url: Optional[str] = None
     jvm_class_cache: bool = True
+    prestart: Prestart = "auto"
 
     @field_validator("master")
     @classmethod

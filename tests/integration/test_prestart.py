@@ -128,13 +128,20 @@ def _active_engine():
     return Client().active_stack.feature_store
 
 
-def test_by_default_the_first_step_starts_the_engine(stack, prestart_log):
+def test_dask_begins_by_default_and_never_leaves_the_start_to_the_first_step(stack, prestart_log):
     from tests.integration.prestart_pipelines import engine_free_then_dask_pipeline
 
-    stack("dask", {k: v for k, v in DASK.items() if k != "prestart"})  # prestart=never
+    stack("dask", {k: v for k, v in DASK.items() if k != "prestart"})  # Dask's default: auto
+    run = engine_free_then_dask_pipeline()
+    facts = zenml_env.step_metadata(run, "dask_frame")
+    assert facts["prestarted"] is True and "dask.dataframe" in facts["prestart_reason"], facts
+    assert len(prestart_log()) == 1
+
+    stack("dask", {**DASK, "prestart": "never"})
     run = engine_free_then_dask_pipeline()
     assert zenml_env.step_metadata(run, "dask_frame")["prestarted"] is False
-    assert prestart_log() == []
+    assert len(prestart_log()) == 1  # no second warm start
+    assert live_engines() == {} and leftover_workers() == []
 
 
 def test_a_failed_prestart_is_reported_by_the_step_that_asks_for_the_engine(stack):
