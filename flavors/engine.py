@@ -344,6 +344,12 @@ class BaseEngine(HostedInFeatureStoreSlot):
         """An engine the user started by hand in this process, to attach to, or None."""
         return None
 
+    def _warm_up(self, handle: Any) -> None:
+        """Ready an engine begun while ZenML prepared the run for its first job: work that
+        job would otherwise wait for (imports, say), and nothing more, since a step that
+        asks meanwhile waits for it. Runs on the start's thread, before a step can take the
+        engine, within a bound; an error only skips it. Nothing by default."""
+
     def _restart_reason(self, live: LiveEngine, settings: BaseEngineSettings) -> Optional[str]:
         """Why the running engine cannot serve a step with these settings, or None."""
         return None
@@ -395,6 +401,7 @@ class BaseEngine(HostedInFeatureStoreSlot):
                         "reason": begun.reason,
                         "step_run_id": context.step_run.id,
                         "start_s": round((begun.ready_at or time.time()) - begun.requested_at, 3),
+                        "warm_up_s": round(begun.warm_up_s, 3),
                         "waited_s": round(waited_s, 3),
                     }
                     _LIVE[self.id] = live = prestarted
@@ -473,6 +480,7 @@ class BaseEngine(HostedInFeatureStoreSlot):
         if begun is not None:  # how much of the start the step that took it still waited for
             facts["prestart_reason"] = begun["reason"]
             facts["prestart_start_s"] = begun["start_s"]
+            facts["prestart_warm_up_s"] = begun["warm_up_s"]
             facts["prestart_waited_s"] = begun["waited_s"] if begun["step_run_id"] == info.step_run_id else 0.0
         view = live.step_views.get(info.step_run_id)
         if view is not None:

@@ -8,7 +8,9 @@ the stack yet), and when ZenML validates the stack right after the run compiled,
 every component's `validator` (for a stack loaded before the pipeline call). If a run is
 being prepared here, its steps will run here and the run will use the engine, the engine
 starts on a background thread; the first step that asks for it takes it (`take()`),
-waiting only for what is left of the start. An engine no step took is stopped when the
+waiting only for what is left of the start. The engine warms up on that thread before a
+step can take it (`BaseEngine._warm_up`: an owned Dask cluster's workers import its
+DataFrame modules, which the first job would otherwise wait for). An engine no step took is stopped when the
 run is over, or when the call that prepared the run returns or fails without running a
 step (its compilation failed, say, on a misspelled setting, or every step was cached).
 
@@ -41,6 +43,7 @@ _MAX_FRAMES = 40
 _PIPELINE_FILE = "/zenml/pipelines/pipeline_definition.py"
 _STACK_FILE = "/zenml/stack/stack.py"
 _WATCH_INTERVAL_S = 0.25
+_WARM_UP_TIMEOUT_S = 30.0
 
 _PENDING: Dict[Any, "Prestart"] = {}  # by component id
 _LOCK = threading.Lock()
@@ -63,7 +66,8 @@ class Prestart:
         self._run_call = run_call
         self._run_thread = threading.get_ident()
         self.requested_at = time.time()
-        self.ready_at: Optional[float] = None
+        self.ready_at: Optional[float] = None  # when the start was done, before the warm-up
+        self.warm_up_s = 0.0
         self.live: Optional["LiveEngine"] = None
         self.error: Optional[BaseException] = None
         self.done = threading.Event()
@@ -87,10 +91,12 @@ class Prestart:
                 self.engine.kind, self.engine.name, self.reason,
             )
             live = self.engine._open_live(self.engine.config, run_id=None)
+            self.ready_at = time.time()
+            self._warm_up(live)
         except BaseException as e:  # reported by the first step that asks for the engine
             self.error = e
         finally:
-            self.ready_at = time.time()
+            self.ready_at = self.ready_at or time.time()
             with self._lock:
                 abandoned = self._abandoned
                 if not abandoned:
@@ -104,6 +110,19 @@ class Prestart:
             self.engine._close(live, reason="no step of its run used it")
             return
         self._watch_run_call()
+
+    def _warm_up(self, live: "LiveEngine") -> None:
+        """Before a step can take the engine, so that nothing of the step's runs beside it
+        (Dask: two threads importing the same package can break each other's import).
+        Bounded: a warm-up is an optimisation, the step goes on without it."""
+        from flavors.engine import _call_within
+
+        begun = time.time()
+        try:
+            _call_within(_WARM_UP_TIMEOUT_S, f"{self.engine.kind}-warm-up", self.engine._warm_up, live.handle)
+        except Exception as e:
+            logger.debug("Warming up the %s engine of '%s' failed: %s", self.engine.kind, self.engine.name, e)
+        self.warm_up_s = time.time() - begun
 
     def _watch_run_call(self) -> None:
         """Until a step takes the engine: stop it if the call that prepared the run is

@@ -240,6 +240,22 @@ class DaskEngine(BaseEngine):
                 # Closes the nannies, which stop their worker processes.
                 handle.cluster.close(timeout=30)
 
+    def _warm_up(self, handle: DaskHandle) -> None:
+        """An owned cluster's workers import `dask.dataframe` (with pandas and pyarrow):
+        about 0.5 s the first DataFrame job would otherwise wait for. Attached clusters'
+        workers are long-lived and run in environments of their own, so not them."""
+        if handle.cluster is None:
+            return
+
+        # Defined here so that it is pickled by value: by reference, the worker would
+        # import this module, and with it ZenML.
+        def import_dataframe_modules() -> None:
+            import importlib
+
+            importlib.import_module("dask.dataframe")
+
+        handle.client.run(import_dataframe_modules)
+
     def _is_alive(self, live: LiveEngine) -> bool:
         # A client whose scheduler died keeps trying to reconnect, and its futures wait
         # for it: ask the scheduler's port instead.

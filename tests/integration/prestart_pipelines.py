@@ -1,5 +1,8 @@
 """Pipelines of the warm-start tests (tests/integration/test_prestart.py)."""
 
+import sys
+import time
+
 import dask.dataframe as dd
 import pandas as pd
 from pyspark.sql import DataFrame
@@ -38,6 +41,25 @@ def dask_sum(n: int) -> int:
 @pipeline(enable_cache=False)
 def untyped_dask_pipeline(n: int = 10) -> None:
     dask_sum(n)
+
+
+@step
+def dask_worker_imported_dataframes() -> bool:
+    """Whether the worker imports `dask.dataframe` within 30 s, while this step submits
+    no DataFrame work (nothing else there imports it)."""
+    client = dask_client()
+    deadline = time.monotonic() + 30
+    while True:
+        # A lambda is pickled by value: the worker does not import this module.
+        loaded = client.run(lambda: "dask.dataframe" in sys.modules)
+        if all(loaded.values()) or time.monotonic() > deadline:
+            return all(loaded.values())
+        time.sleep(0.1)
+
+
+@pipeline(enable_cache=False)
+def dask_warm_up_pipeline() -> None:
+    dask_worker_imported_dataframes()
 
 
 @step

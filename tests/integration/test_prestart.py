@@ -144,6 +144,16 @@ def test_dask_begins_by_default_and_never_leaves_the_start_to_the_first_step(sta
     assert live_engines() == {} and leftover_workers() == []
 
 
+def test_a_prestarted_dask_cluster_warms_its_workers_up(stack):
+    from tests.integration.prestart_pipelines import dask_warm_up_pipeline
+
+    stack("dask", {**DASK, "prestart": "always"})
+    run = dask_warm_up_pipeline()
+    assert zenml_env.step_metadata(run, "dask_worker_imported_dataframes")["prestarted"] is True
+    assert run.steps["dask_worker_imported_dataframes"].outputs["output"][0].load() is True
+    assert live_engines() == {} and leftover_workers() == []
+
+
 def test_a_failed_prestart_is_reported_by_the_step_that_asks_for_the_engine(stack):
     from tests.integration.prestart_pipelines import engine_free_then_dask_pipeline
 
