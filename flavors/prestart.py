@@ -10,9 +10,10 @@ being prepared here, its steps will run here and the run will use the engine, th
 starts on a background thread; the first step that asks for it takes it (`take()`),
 waiting only for what is left of the start. The engine warms up on that thread before a
 step can take it (`BaseEngine._warm_up`: an owned Dask cluster's workers import its
-DataFrame modules, which the first job would otherwise wait for). An engine no step took is stopped when the
-run is over, or when the call that prepared the run returns or fails without running a
-step (its compilation failed, say, on a misspelled setting, or every step was cached).
+DataFrame modules, which the first job would otherwise wait for). An engine no step took
+is stopped when the run is over, or when the call that prepared the run returns or fails
+without running a step (its compilation failed, say, on a misspelled setting, or every
+step was cached).
 
 "Will use" (`prestart: auto`): a step's signature holds the engine's data type, a step
 carries settings for the engine's slot, or the latest run of the same pipeline on the same
@@ -112,8 +113,8 @@ class Prestart:
         self._watch_run_call()
 
     def _warm_up(self, live: "LiveEngine") -> None:
-        """Before a step can take the engine, so that nothing of the step's runs beside it
-        (Dask: two threads importing the same package can break each other's import).
+        """Before a step can take the engine, so that none of the step's work runs beside
+        it (Dask: two threads importing the same package can break each other's import).
         Bounded: a warm-up is an optimisation, the step goes on without it."""
         from flavors.engine import _call_within
 
