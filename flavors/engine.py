@@ -115,7 +115,8 @@ class BaseEngineConfig(BaseEngineSettings, BaseFeatureStoreConfig):
             its data type, a step has settings for it, or the pipeline's last run on
             this stack used it), `always` for every run, `never` to start when the first
             step asks (flavors/prestart.py). The default is `never` here; Spark and Dask,
-            where a warm start was measured to pay, default to `auto` (see the README).
+            where a warm start was measured to gain or to cost nothing, default to `auto`
+            (see the README).
     """
 
     reuse: Reuse = "pipeline_run"
