@@ -539,7 +539,9 @@ class BaseEngine(HostedInFeatureStoreSlot):
 
     def _open_live(self, settings: BaseEngineSettings, run_id: Optional[UUID]) -> LiveEngine:
         """Start, connect or adopt the engine; the caller registers it."""
-        handle = self._find_user_engine()
+        # After a stop of ours that failed or gave up, whatever engine of this kind the
+        # process still holds is ours, not one the user started: never adopted.
+        handle = None if self.kind in _UNRELEASED else self._find_user_engine()
         if handle is not None:
             live = LiveEngine(self, handle, owned=False, adopted=True, run_id=run_id)
             logger.info("Using the %s engine already running in this process (not stopped by us).", self.kind)
@@ -548,6 +550,7 @@ class BaseEngine(HostedInFeatureStoreSlot):
             handle = self._within_timeout(settings, owned)
             live = LiveEngine(self, handle, owned=owned, adopted=False, run_id=run_id)
             _install_exit_handlers()
+            _UNRELEASED.pop(self.kind, None)
         live.facts = self._describe(handle)
         if not live.adopted:
             logger.info(
@@ -571,14 +574,14 @@ class BaseEngine(HostedInFeatureStoreSlot):
                 return
             try:
                 if bounded:
-                    try:
-                        _call_within(_BOUNDED_STOP_S, f"{self.kind}-stop", self._stop, live.handle, owned=live.owned)
-                    except Exception:
-                        self._abort_start()  # drop what the failed stop left, so a new start is clean
-                        raise
+                    _call_within(_BOUNDED_STOP_S, f"{self.kind}-stop", self._stop, live.handle, owned=live.owned)
                 else:
                     self._stop(live.handle, owned=live.owned)
             except Exception as e:  # teardown must go on for other engines
+                # Until the next start or connect of ours, the engine stays ours; a stop
+                # given up at its bound may still be running, and that start waits for it.
+                _UNRELEASED[self.kind] = e.thread if isinstance(e, _DeadlinePassed) else None
+                self._abort_start()  # drop what the failed stop left, so a new start is clean
                 logger.warning("Stopping the %s engine of '%s' failed: %s", self.kind, self.name, e)
             else:
                 logger.info(
@@ -600,12 +603,12 @@ class BaseEngine(HostedInFeatureStoreSlot):
         start, verb = (self._start, "start") if owned else (self._connect, "connect to")
         timeout = self.config.startup_timeout_s
         where = self.address or "an embedded engine"
-        earlier = _ABANDONED_STARTS.get(self.kind)
+        earlier = [t for t in (_ABANDONED_STARTS.get(self.kind), _UNRELEASED.get(self.kind)) if t is not None]
         given_up = threading.Event()
 
         def attempt() -> Any:
-            if earlier is not None:
-                earlier.join()
+            for thread in earlier:
+                thread.join()
             return None if given_up.is_set() else start(settings)
 
         def discard(handle: Any) -> None:
@@ -625,8 +628,8 @@ class BaseEngine(HostedInFeatureStoreSlot):
             _ABANDONED_STARTS[self.kind] = passed.thread
             self._abort_start()
             still = (
-                " An earlier start of this engine, given up at its own timeout, has not finished yet."
-                if earlier is not None and earlier.is_alive() else ""
+                " An earlier start or stop of this engine, given up at its own bound, has not finished yet."
+                if any(thread.is_alive() for thread in earlier) else ""
             )
             raise EngineError(
                 f"Could not {verb} the {self.kind} engine of '{self.name}' at {where} within "
@@ -639,6 +642,9 @@ class BaseEngine(HostedInFeatureStoreSlot):
 
 # The start of each engine kind last given up at its deadline (it may still be running).
 _ABANDONED_STARTS: Dict[str, threading.Thread] = {}
+# Engine kinds whose last stop of ours failed, with the thread of a stop given up at its
+# bound (it may still be running) or None; cleared by the next start or connect of ours.
+_UNRELEASED: Dict[str, Optional[threading.Thread]] = {}
 
 _BOUNDED_STOP_S = 10.0
 

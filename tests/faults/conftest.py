@@ -75,8 +75,7 @@ class HeldPipeline:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=30)
-        for proc in self.processes():
-            proc.kill()
+        zenml_env.kill_quietly(self.processes())
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import zenml_env
 from tests.support.bigquery_proxy import RecordingProxy
 from tests.support.dask_cluster import SchedulerAndWorker
 from tests.support.ray_cluster import RayHead
@@ -95,10 +96,9 @@ def test_an_owned_spark_driver_killed_between_steps_is_started_again(held, repor
     go = tmp_path / "go"
     pipeline = held("spark", go=go)
     pipeline.wait_ready()
-    jvms = [p for p in pipeline.processes() if p.name() == "java"]
+    jvms = zenml_env.named(pipeline.processes(), "java")
     assert jvms, "expected the step's driver JVM"
-    for jvm in jvms:
-        jvm.kill()
+    zenml_env.kill_quietly(jvms)
     go.write_text("go")
     code = pipeline.process.wait(timeout=180)
     report("driver-killed", "spark", leaked=len(pipeline.processes(settle_s=15)))

@@ -23,6 +23,8 @@ import pytest
 
 from zenml.enums import ExecutionStatus
 
+from tests.support import zenml_env
+
 ENGINES = ["spark", "dask", "ray"]
 PROMPT_EXIT_S = 30  # after Ctrl-C, the process is gone within this
 ORPHAN_LIMIT_S = 30  # after SIGKILL, every engine process is gone within this
@@ -119,7 +121,7 @@ def test_sigkill_mid_step_leaves_no_engine_process_behind(held, report, engine):
     orphan_s = pipeline.seconds_until_no_process(sent, ORPHAN_LIMIT_S)
     left = pipeline.processes()
     report("sigkill", engine, leaked=len(left), orphan_s=orphan_s)
-    assert orphan_s is not None, f"alive {ORPHAN_LIMIT_S}s after SIGKILL: {[(p.pid, p.name()) for p in left]}"
+    assert orphan_s is not None, f"alive {ORPHAN_LIMIT_S}s after SIGKILL: {zenml_env.describe(left)}"
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from tests.support.dask_cluster import is_dask_worker_process
+from tests.support import zenml_env
 from tests.support.zenml_env import descendants
 
 EXPECTED = sum(i * i for i in range(4))
@@ -31,7 +32,7 @@ def _kill_one(find, timeout_s=30):
     while time.time() < deadline:
         found = find()
         if found:
-            found[0].kill()
+            zenml_env.kill_quietly(found[:1])
             return found[0]
         time.sleep(0.2)
     raise AssertionError("no worker process to kill")

@@ -20,10 +20,10 @@ import pytest
 from flavors import compute_engine
 from tests.support import zenml_env
 from tests.support.ports import free_port
+from tests.support.zenml_env import describe
 from tests.support.ray_cluster import (
     LOOPBACK_ENV,
     RAY_DAEMONS,
-    describe,
     ray_processes,
     use_test_auth_mode,
     wait_gone,
@@ -212,7 +212,7 @@ def test_an_owned_ray_counts_as_gone_once_its_gcs_died(ray_stack):
     engine.session()
     live = live_engines()[engine.id]
     assert engine._is_alive(live)
-    gcs = [p for p in ray_processes() if p.name() == "gcs_server"]
+    gcs = zenml_env.named(ray_processes(), "gcs_server")
     assert len(gcs) == 1, describe(ray_processes())
     gcs[0].kill()
     deadline = time.monotonic() + 10  # a killed multi-threaded daemon takes a moment to exit
@@ -221,6 +221,36 @@ def test_an_owned_ray_counts_as_gone_once_its_gcs_died(ray_stack):
         time.sleep(0.1)
     engine._close(live, reason="it no longer answered", bounded=True)  # what the step would do
     assert not ray.is_initialized()
+    assert_no_ray_left()
+
+
+def test_a_ray_whose_stop_gave_up_stays_ours_and_is_never_adopted(ray_stack, monkeypatch):
+    """A stop of ours that gives up at its bound leaves `ray.shutdown()` running, and Ray
+    still initialized meanwhile; the next start must not take that Ray for one the user
+    initialized (its handle may be dead), but wait for the stop and start a Ray of its own."""
+    from flavors import engine as core
+    from flavors.engine import live_engines
+    from flavors.ray.engine import RayEngine
+
+    ray_stack(**SMALL)
+    engine = compute_engine("ray")
+    engine.session()
+    live = live_engines()[engine.id]
+    real_stop = RayEngine._stop
+
+    def slow_stop(self, handle, owned):
+        time.sleep(3)  # a stop slower than its bound, as after the cluster went away
+        real_stop(self, handle, owned)
+
+    monkeypatch.setattr(RayEngine, "_stop", slow_stop)
+    monkeypatch.setattr(core, "_BOUNDED_STOP_S", 0.5)
+    engine._close(live, reason="it no longer answered", bounded=True)  # what the step would do
+    assert ray.is_initialized(), "the stop was expected to still run"
+    engine.session()
+    again = live_engines()[engine.id]
+    assert again.mode == "owned" and engine.start_count == 2
+    assert ray.is_initialized()
+    engine._close(again, reason="test over")
     assert_no_ray_left()
 
 
@@ -242,7 +272,7 @@ def test_sigterm_during_a_step_leaves_no_ray_processes(ray_stack, tmp_path):
             assert time.monotonic() < deadline, "the step never started"
             time.sleep(0.3)
         started = ray_processes(child.pid)
-        names = {p.name() for p in started}
+        names = {name for name in RAY_DAEMONS if zenml_env.named(started, name)}
         assert set(RAY_DAEMONS) <= names, f"expected raylet and gcs_server under the pipeline: {describe(started)}"
         child.send_signal(signal.SIGTERM)
         child.wait(timeout=60)
@@ -329,7 +359,7 @@ def _cluster_jobs(cluster):
 @pytest.mark.slow
 def test_attached_cluster_stays_alive_and_our_driver_disconnects(ray_cluster, ray_stack, init_calls):
     daemons = ray_cluster.daemons()
-    assert {p.name() for p in daemons} == set(RAY_DAEMONS)
+    assert {name for name in RAY_DAEMONS if zenml_env.named(daemons, name)} == set(RAY_DAEMONS)
     ray_stack(address=ray_cluster.address, startup_timeout_s=60)
     rp.small_dataset_pipeline(n=200)
     run = last_run("small_dataset_pipeline")

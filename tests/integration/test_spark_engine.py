@@ -19,7 +19,7 @@ from flavors.engine import live_engines
 from tests.integration import pipelines as P
 from tests.support.ports import free_port, listening_ips
 from tests.support.spark_cluster import StandaloneCluster
-from tests.support.zenml_env import ROOT_DIR, java_children, manifest_of, step_error, step_metadata
+from tests.support.zenml_env import ROOT_DIR, descendants, java_children, manifest_of, step_error, step_metadata
 
 LOCAL = {"master": "local[2]", "ui_enabled": False}
 
@@ -289,7 +289,7 @@ def test_sigterm_during_a_run_leaves_no_java_process(spark_stack, tmp_path):
         while not marker.exists() and time.time() < deadline and child.poll() is None:
             time.sleep(0.2)
         assert marker.exists(), "the step never started its Spark engine"
-        jvms = [p for p in psutil.Process(child.pid).children(recursive=True) if p.name() == "java"]
+        jvms = descendants(["java"], child.pid)
         assert jvms, "expected the pipeline process to run a driver JVM"
         child.send_signal(signal.SIGTERM)
         assert child.wait(timeout=60) != 0

@@ -23,6 +23,7 @@ from typing import Iterable, List, Optional, Set
 
 import psutil
 
+from tests.support import zenml_env
 from tests.support.ports import free_port
 
 RAY_BIN = str(Path(sys.executable).with_name("ray"))
@@ -106,16 +107,6 @@ def wait_gone(procs: Iterable[psutil.Process], timeout: float = 15.0) -> List[ps
         time.sleep(0.2)
 
 
-def describe(procs: Iterable[psutil.Process]) -> str:
-    out = []
-    for proc in procs:
-        try:
-            out.append(f"{proc.pid}:{proc.name()}")
-        except psutil.NoSuchProcess:
-            out.append(f"{proc.pid}:<gone>")
-    return ", ".join(out) or "none"
-
-
 RUNNING_HEADS: List["RayHead"] = []
 
 
@@ -197,7 +188,7 @@ class RayHead:
         return {p.pid for p in self.processes()}
 
     def daemons(self) -> List[psutil.Process]:
-        return [p for p in self.processes() if is_ray_process(p) and p.name() in RAY_DAEMONS]
+        return zenml_env.named([p for p in self.processes() if is_ray_process(p)], *RAY_DAEMONS)
 
     def status_ok(self, timeout: float = 30.0) -> bool:
         """`ray status --address` succeeds: the GCS answers and the raylet has registered."""

@@ -8,7 +8,7 @@ import posixpath
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional
 
 import psutil
 
@@ -102,6 +102,39 @@ def descendants(names: List[str], pid: int | None = None) -> List[psutil.Process
         except psutil.NoSuchProcess:
             pass
     return found
+
+
+def named(procs: Iterable[psutil.Process], *names: str) -> List[psutil.Process]:
+    """The processes of `procs` called one of `names`, leaving out those that exited since
+    they were listed (every listing races processes on their way out)."""
+    found = []
+    for proc in procs:
+        try:
+            if proc.name() in names:
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def kill_quietly(procs: Iterable[psutil.Process]) -> None:
+    """SIGKILL each of `procs` that is still there."""
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def describe(procs: Iterable[psutil.Process]) -> str:
+    """`pid:name` of each process, for assertion messages (`<gone>` for one that exited)."""
+    out = []
+    for proc in procs:
+        try:
+            out.append(f"{proc.pid}:{proc.name()}")
+        except psutil.NoSuchProcess:
+            out.append(f"{proc.pid}:<gone>")
+    return ", ".join(out) or "none"
 
 
 def processes_marked(
