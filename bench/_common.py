@@ -279,7 +279,7 @@ def spark_base_conf() -> Dict[str, str]:
 
 def stop_spark_completely(session: Any = None) -> None:
     """Stop a hand-built session and the driver JVM PySpark keeps after `stop()`."""
-    from flavors.spark.engine import shutdown_driver_jvm
+    from zenml_compute_engines.flavors.spark.engine import shutdown_driver_jvm
 
     if session is not None:
         session.stop()
@@ -346,7 +346,7 @@ def ray_init_kwargs(num_cpus: int, object_store_memory: int) -> Dict[str, Any]:
     """`ray.init` kwargs for hand-started Rays (seed, floor): what our engine passes for an
     owned Ray with this sizing and the dashboard off (flavors/ray/engine.py `_start`; the
     options it passes as None are Ray's defaults and left out). Call it inside
-    `flavors.ray.engine._loopback_node_ip(True)`, as our engine does, so that every Ray
+    `zenml_compute_engines.flavors.ray.engine._loopback_node_ip(True)`, as our engine does, so that every Ray
     socket binds to 127.0.0.1.
     """
     return {

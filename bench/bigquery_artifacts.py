@@ -57,11 +57,12 @@ def child_setup(rows: int) -> None:
     from zenml.client import Client
     from zenml.enums import StackComponentType
 
-    from flavors import compute_engine
+    from zenml_compute_engines import compute_engine
+    from zenml_compute_engines.flavors.registration import register_flavors
 
     client = Client()
     kind = StackComponentType.FEATURE_STORE
-    client.create_flavor(source="flavors.BigQueryEngineFlavor", component_type=kind)
+    register_flavors()
     config = {
         "project": "test",
         "api_endpoint": os.environ["BENCH_BQ_API"],

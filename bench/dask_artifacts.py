@@ -9,11 +9,11 @@ integer mixing, a string column, a filter) through `map_partitions`-free column
 expressions; no shuffle or groupby, so partitions stay independent. It is written to a
 fresh directory by:
 
-  ours   materializers.dask_dataframe.DaskDataFrameMaterializer, driven the way ZenML
+  ours   zenml_compute_engines.materializers.dask_dataframe.DaskDataFrameMaterializer, driven the way ZenML
          stores a step output (zenml/artifacts/utils.py): artifact_store.makedirs(uri),
          save() + save_visualizations() + extract_full_metadata() + compute_content_hash()
          + get_item_count(); then a new materializer's load(dd.DataFrame) and the reduction.
-         Outside a step the materializer's engine lookup (flavors.dask.engine.step_client)
+         Outside a step the materializer's engine lookup (zenml_compute_engines.flavors.dask.engine.step_client)
          finds no Dask engine on the bench's stack and uses Dask's default scheduler,
          which is the bench's Client, as for raw.
   raw    ddf.to_parquet(p) (defaults); dd.read_parquet(p); the reduction. Dask's default
@@ -127,8 +127,8 @@ class PhaseClock:
 
 class Bench:
     def __init__(self, store: Any, root: str, rows: int, partitions: int) -> None:
-        from materializers import dataset
-        from materializers.dask_dataframe import DaskDataFrameMaterializer
+        from zenml_compute_engines.materializers import dataset
+        from zenml_compute_engines.materializers.dask_dataframe import DaskDataFrameMaterializer
 
         self.store, self.root, self.rows, self.partitions = store, root, rows, partitions
         self.cls = DaskDataFrameMaterializer

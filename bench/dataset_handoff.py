@@ -51,7 +51,7 @@ def measure(spark: Any, store: Any, variant: str, rows: int) -> float:
     import dask
     import dask.dataframe as dd
 
-    from materializers.spark_dataframe import SparkDataFrameMaterializer
+    from zenml_compute_engines.materializers.spark_dataframe import SparkDataFrameMaterializer
 
     df = frame(spark, rows)
     start = time.perf_counter()

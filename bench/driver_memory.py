@@ -36,11 +36,11 @@ def child(rows: int) -> None:
     from zenml.client import Client
     from zenml.enums import StackComponentType
 
+    from zenml_compute_engines.flavors.registration import register_flavors
+
     client = Client()
     kind = StackComponentType.FEATURE_STORE
-    for flavor, source in (("spark", "SparkEngineFlavor"), ("dask", "DaskEngineFlavor"),
-                           ("ray", "RayEngineFlavor"), ("engines", "EngineBundleFlavor")):
-        client.create_flavor(source=f"flavors.{source}", component_type=kind)
+    register_flavors()
     for flavor, config in ENGINES.items():
         client.create_stack_component(name=flavor, flavor=flavor, component_type=kind, configuration=config)
     client.create_stack_component(name="all", flavor="engines", component_type=kind,

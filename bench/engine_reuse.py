@@ -10,7 +10,7 @@ What it measures, per row of the ENGINES table (Spark, Dask, Ray):
              reused by the steps, never stopped during the run (its build is timed)
      ours  - a stack with our Spark engine component (master=local[2], ui_enabled=False,
              prestart=never: the engine starts when the first step asks); steps call
-             `flavors.spark_session()`; the component stops the engine (and its driver
+             `zenml_compute_engines.spark_session()`; the component stops the engine (and its driver
              JVM) when the run ends, inside the pipeline call; its driver JVM maps
              Spark's classes from the class archive (jvm_class_cache, on by default,
              recorded by the warm stack's untimed run below if missing), which the
@@ -42,7 +42,7 @@ What it measures, per row of the ENGINES table (Spark, Dask, Ray):
      floor - one cluster + client built by hand before the pipeline call (timed), reused,
              closed after the clock stops
      ours  - a stack with our Dask engine component (same sizing); steps call
-             `flavors.dask_client()`; the engine stops its cluster when the run ends,
+             `zenml_compute_engines.dask_client()`; the engine stops its cluster when the run ends,
              inside the pipeline call
      RESULT dask_reuse ratio=<ours/seed>               (target <= 0.50)
      RESULT dask_vs_floor ratio=<ours/floor>           (informational)
@@ -56,7 +56,7 @@ What it measures, per row of the ENGINES table (Spark, Dask, Ray):
      floor - one `ray.init` by hand before the pipeline call (timed), reused, shut down
              after the clock stops
      ours  - a stack with our Ray engine component (same sizing); steps call
-             `flavors.ray_runtime()`; the engine shuts Ray down when the run ends,
+             `zenml_compute_engines.ray_runtime()`; the engine shuts Ray down when the run ends,
              inside the pipeline call
      RESULT ray_reuse ratio=<ours/seed>                (target <= 0.50)
      RESULT ray_vs_floor ratio=<ours/floor>            (informational)
@@ -66,7 +66,7 @@ What it measures, per row of the ENGINES table (Spark, Dask, Ray):
    runs a pipeline of engine-free steps; the component class's `prepare_step_run`,
    `get_step_run_metadata`, `cleanup_step_run` and the deferred `_end_of_step` are wrapped
    with perf_counter (in the bench process only) -> total hook time / steps; and
-   `flavors.prestart.consider` (deciding, on the pipeline's thread, whether to begin the
+   `zenml_compute_engines.flavors.prestart.consider` (deciding, on the pipeline's thread, whether to begin the
    engine; the history lookup it may hand to a background thread is in the wall clock
    below only) -> time per run. The engine must not start.
      RESULT hook_overhead_ms value=<ms per engine-less step>   (target <= 5)
@@ -126,7 +126,6 @@ class EngineBench:
     """
 
     flavor: str  # flavor name of our engine component
-    flavor_source: str  # what `zenml feature-store flavor register` takes
     module: str
     reuse_result: str  # RESULT name of ours/seed
     floor_result: str  # RESULT name of ours/floor
@@ -141,7 +140,6 @@ class EngineBench:
 ENGINES: Dict[str, EngineBench] = {
     "spark": EngineBench(
         flavor="spark",
-        flavor_source="flavors.SparkEngineFlavor",
         module="bench.pipelines_spark",
         reuse_result="spark_reuse",
         floor_result="spark_vs_floor",
@@ -151,7 +149,6 @@ ENGINES: Dict[str, EngineBench] = {
     # The hooks are the shared core's (flavors/engine.py); the Spark row measures them.
     "dask": EngineBench(
         flavor="dask",
-        flavor_source="flavors.DaskEngineFlavor",
         module="bench.pipelines_dask",
         reuse_result="dask_reuse",
         floor_result="dask_vs_floor",
@@ -160,7 +157,6 @@ ENGINES: Dict[str, EngineBench] = {
     ),
     "ray": EngineBench(
         flavor="ray",
-        flavor_source="flavors.RayEngineFlavor",
         module="bench.pipelines_ray",
         reuse_result="ray_reuse",
         floor_result="ray_vs_floor",
@@ -190,16 +186,15 @@ def child_setup(engines: List[str]) -> None:
     from zenml.client import Client
     from zenml.enums import StackComponentType
 
+    from zenml_compute_engines.flavors.registration import register_flavors
+
     client = Client()
     kind = StackComponentType.FEATURE_STORE
     stacks = {PLAIN_STACK: str(client.get_stack("default").id)}
-    existing = {f.name for f in client.get_flavors_by_type(kind)}
+    register_flavors()
     for name in engines:
         bench = ENGINES[name]
         module = _import_module(bench.module)
-        if bench.flavor not in existing:
-            client.create_flavor(source=bench.flavor_source, component_type=kind)
-            existing.add(bench.flavor)
         config = {**getattr(module, "COMPONENT_CONFIG", {}), **bench.component_config}
         for key, prestart in ((name, "never"), (f"{name}-warm", "auto")):
             component = f"bench-{key}"
@@ -292,16 +287,16 @@ def _install_zenml_timers(timers: Timers) -> Timers:
 
 
 def _install_engine_timers(module: Any, timers: Timers) -> Timers:
-    import flavors.engine
-    import flavors.prestart
+    import zenml_compute_engines.flavors.engine
+    import zenml_compute_engines.flavors.prestart
 
     engine_class = module.component_class()
     for name in HOOKS:
         timers.wrap(engine_class, name, group=True)
     for name in ("session", "_start", "_stop", "_describe"):
         timers.wrap(engine_class, name)
-    timers.wrap(flavors.engine, "_run_is_over")
-    timers.wrap(flavors.prestart, "consider")
+    timers.wrap(zenml_compute_engines.flavors.engine, "_run_is_over")
+    timers.wrap(zenml_compute_engines.flavors.prestart, "consider")
     timers.wrap_property(engine_class, "settings_class")
     for owner, name in getattr(module, "EXTRA_TIMERS", lambda: [])():
         timers.wrap(owner, name)
@@ -370,7 +365,7 @@ def child_reuse(engine: str, variant: str) -> None:
     if variant == "floor":
         module.release_floor()
     else:
-        from flavors import shutdown_engines
+        from zenml_compute_engines import shutdown_engines
 
         shutdown_engines()
         module.release_leftovers()
@@ -415,7 +410,7 @@ def child_hooks(engine: str, steps: int, repeats: int, plain_stack: str, engine_
     bench = ENGINES[engine]
     module = _import_module(bench.module)
     timers = _install_engine_timers(module, Timers())
-    from flavors.engine import live_engines
+    from zenml_compute_engines.flavors.engine import live_engines
 
     def run_on(stack_id: str) -> float:
         os.environ["ZENML_ACTIVE_STACK_ID"] = stack_id
@@ -438,7 +433,7 @@ def child_hooks(engine: str, steps: int, repeats: int, plain_stack: str, engine_
     for _ in range(repeats):
         plain.append(run_on(plain_stack))
         with_engine.append(run_on(engine_stack))
-    from flavors import prestart
+    from zenml_compute_engines.flavors import prestart
 
     if live_engines() or prestart._PENDING:
         raise BenchError(f"an engine-free pipeline started an engine: {live_engines()} {prestart._PENDING}")

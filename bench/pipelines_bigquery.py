@@ -16,8 +16,8 @@ import pandas as pd
 from google.cloud import bigquery
 from zenml import pipeline, step
 
-from flavors import bigquery_client
-from materializers import BigQueryDataset
+from zenml_compute_engines import bigquery_client
+from zenml_compute_engines import BigQueryDataset
 
 
 def _count(table_id: str) -> int:

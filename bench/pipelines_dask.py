@@ -14,7 +14,7 @@ bench/pipelines_spark.py): `COMPONENT_CONFIG`, `reuse_pipeline(mode, steps, rows
           cluster.close()` in every step (the per-step pattern users write by hand)
   floor - the cluster + client `build_floor()` made by hand before the pipeline call, never
           closed during the run
-  ours  - `flavors.dask_client()`: the engine component of the active stack (same sizing)
+  ours  - `zenml_compute_engines.dask_client()`: the engine component of the active stack (same sizing)
 """
 
 import time
@@ -91,7 +91,7 @@ def engine_processes() -> List[Any]:
 
 
 def component_class() -> type:
-    from flavors.dask.engine import DaskEngine
+    from zenml_compute_engines.flavors.dask.engine import DaskEngine
 
     return DaskEngine
 
@@ -104,7 +104,7 @@ def _acquire(mode: str) -> Any:
     if mode == "floor":
         return _FLOOR["client"], None
     if mode == "ours":
-        from flavors import dask_client
+        from zenml_compute_engines import dask_client
 
         return dask_client(), None
     raise ValueError(f"unknown mode {mode!r}")

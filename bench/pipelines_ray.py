@@ -16,7 +16,7 @@ Ray job itself is identical:
           per-step pattern users write by hand)
   floor - one `ray.init` made by hand by `build_floor()` before the pipeline call, never
           shut down during the run
-  ours  - `flavors.ray_runtime()`: the engine component of the active stack (same sizing)
+  ours  - `zenml_compute_engines.ray_runtime()`: the engine component of the active stack (same sizing)
 
 The job: the step splits `np.arange(rows)` into 4 partitions, `ray.put`s them (about
 400 KB each: they go to the shared-memory object store) and counts the rows per key
@@ -33,7 +33,7 @@ import ray
 from zenml import pipeline, step
 
 # Imported before the clock starts in every variant (ours imports it anyway).
-from flavors.ray.engine import _loopback_node_ip
+from zenml_compute_engines.flavors.ray.engine import _loopback_node_ip
 from bench._common import ray_descendants, ray_init_kwargs
 
 NUM_CPUS = 1
@@ -89,7 +89,7 @@ def engine_processes() -> List[Any]:
 
 
 def component_class() -> type:
-    from flavors.ray.engine import RayEngine
+    from zenml_compute_engines.flavors.ray.engine import RayEngine
 
     return RayEngine
 
@@ -101,7 +101,7 @@ def _acquire(mode: str) -> None:
         if not ray.is_initialized():
             raise RuntimeError("floor: build_floor() did not initialize Ray")
     elif mode == "ours":
-        from flavors import ray_runtime
+        from zenml_compute_engines import ray_runtime
 
         ray_runtime()
     else:
@@ -152,7 +152,7 @@ def reuse_pipeline(mode: str, steps: int = 5, rows: int = 200_000) -> None:
 
 def EXTRA_TIMERS() -> List[Any]:
     """(owner, attribute) pairs the bench times inside ours' start and stop."""
-    import flavors.ray.engine as engine
+    import zenml_compute_engines.flavors.ray.engine as engine
 
     return [
         (engine, "_init_on_driver_thread"),  # ray.init on the driver thread, within _start

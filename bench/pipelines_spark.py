@@ -10,7 +10,7 @@ and optionally `EXTRA_TIMERS()`.
 `mode` selects how a step gets its session; the Spark job itself is identical:
   seed  - `SparkSession.builder.master("local[2]").getOrCreate()` ... `spark.stop()` in every step
   floor - the session `build_floor()` made by hand before the pipeline call, never stopped in the run
-  ours  - `flavors.spark_session()`: the engine component of the active stack
+  ours  - `zenml_compute_engines.spark_session()`: the engine component of the active stack
 """
 
 import time
@@ -59,7 +59,7 @@ def release_leftovers() -> None:
 
 
 def component_class() -> type:
-    from flavors.spark.engine import SparkEngine
+    from zenml_compute_engines.flavors.spark.engine import SparkEngine
 
     return SparkEngine
 
@@ -70,7 +70,7 @@ def _acquire(mode: str) -> SparkSession:
     if mode == "floor":
         return _FLOOR["session"]
     if mode == "ours":
-        from flavors import spark_session
+        from zenml_compute_engines import spark_session
 
         return spark_session()
     raise ValueError(f"unknown mode {mode!r}")
@@ -130,6 +130,6 @@ def idle_pipeline(steps: int = 10) -> None:
 
 def EXTRA_TIMERS() -> List[Any]:
     """(owner, attribute) pairs the bench times inside the engine's teardown."""
-    import flavors.spark.engine
+    import zenml_compute_engines.flavors.spark.engine
 
-    return [(flavors.spark.engine, "shutdown_driver_jvm")]
+    return [(zenml_compute_engines.flavors.spark.engine, "shutdown_driver_jvm")]

@@ -137,8 +137,8 @@ def _count_rows(batches: Any) -> Any:
 def measure(variant: str, spark: Any, store: Any, rows: int, raw: Dict[str, Any]) -> float:
     from pyspark.sql import DataFrame
 
-    from materializers import spark_io
-    from materializers.spark_dataframe import SparkDataFrameMaterializer
+    from zenml_compute_engines.materializers import spark_io
+    from zenml_compute_engines.materializers.spark_dataframe import SparkDataFrameMaterializer
 
     if variant.startswith("raw"):
         spec = {"url": raw["url"], "bucket": raw["bucket"], "rows": rows, "variant": variant}

@@ -6,7 +6,7 @@ definition (sha2 chain -> hash-derived key and filter -> groupBy stats joined ba
 few seconds to compute) is built fresh for every measurement, never cached, and written
 to a fresh directory by:
 
-  ours   materializers.spark_dataframe.SparkDataFrameMaterializer, driven the way ZenML
+  ours   zenml_compute_engines.materializers.spark_dataframe.SparkDataFrameMaterializer, driven the way ZenML
          stores a step output: save() + save_visualizations() + extract_full_metadata();
          then a new materializer's load() + count() on the loaded frame
   raw    df.write.parquet(p); spark.read.parquet(p).count()
@@ -81,7 +81,7 @@ def expensive_frame(spark: Any, rows: int) -> Any:
 
 class Bench:
     def __init__(self, spark: Any, store: Any, root: str, rows: int) -> None:
-        from materializers.spark_dataframe import SparkDataFrameMaterializer as Ours
+        from zenml_compute_engines.materializers.spark_dataframe import SparkDataFrameMaterializer as Ours
         from zenml.integrations.spark.materializers.spark_dataframe_materializer import (
             SparkDataFrameMaterializer as Zenml,
         )

@@ -7,7 +7,7 @@ stops the session and its driver JVM:
   archive   with the java options our engine adds (flavors/spark/class_cache.py): the
             driver JVM maps Spark's classes from the archive recorded for this Spark and
             Java (recorded before the clock if missing, as `python -m
-            flavors.spark.class_cache` does)
+            zenml_compute_engines.flavors.spark.class_cache` does)
   raw       SparkSession.builder...getOrCreate() as written by hand
 
 Interleaved, rotated each repeat, medians.
@@ -48,7 +48,7 @@ VARIANTS = ("archive", "raw")
 def child(variant: str) -> None:
     from pyspark.sql import SparkSession
 
-    from flavors.spark import class_cache
+    from zenml_compute_engines.flavors.spark import class_cache
 
     builder = SparkSession.builder.master("local[2]").appName("bench-start")
     for key, value in spark_base_conf().items():
@@ -83,7 +83,7 @@ def main() -> int:
         return 0
 
     def body(scratch: Path) -> None:
-        recorded = subprocess.run([sys.executable, "-m", "flavors.spark.class_cache"], capture_output=True, text=True)
+        recorded = subprocess.run([sys.executable, "-m", "zenml_compute_engines.flavors.spark.class_cache"], capture_output=True, text=True)
         print(recorded.stdout.strip().splitlines()[-1] if recorded.stdout.strip() else recorded.stderr[-500:])
         if recorded.returncode != 0:
             raise BenchError("could not record the class archive")

@@ -8,21 +8,21 @@ from typing import Any, Dict
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def ensure_repository_and_flavor(flavor: str, source: str) -> None:
-    """A ZenML repository at the project root (or where ZENML_REPOSITORY_PATH says) and the
-    flavor registered (once)."""
+def ensure_repository_and_flavors() -> None:
+    """A ZenML repository at the project root (or where ZENML_REPOSITORY_PATH says) and our
+    flavors registered, as `zenml-compute-engines register` does."""
     import os
 
     from zenml.client import Client
-    from zenml.enums import StackComponentType
+
+    from zenml_compute_engines.flavors.registration import register_flavors
 
     root = Path(os.environ.get("ZENML_REPOSITORY_PATH") or ROOT)
     if Client.find_repository(root) is None:
         Client.initialize(root=root)
-    client = Client()
-    kind = StackComponentType.FEATURE_STORE
-    if flavor not in {f.name for f in client.get_flavors_by_type(kind)}:
-        client.create_flavor(source=source, component_type=kind)
+    for registration in register_flavors():
+        if registration.action != "unchanged":
+            print(f"feature_store flavor {registration}")
 
 
 def upsert_component(name: str, flavor: str, config: Dict[str, Any]) -> None:
@@ -39,13 +39,13 @@ def upsert_component(name: str, flavor: str, config: Dict[str, Any]) -> None:
         client.update_stack_component(name, kind, configuration=config)
 
 
-def use_engine_stack(flavor: str, source: str, component: str, config: Dict[str, Any]) -> str:
+def use_engine_stack(flavor: str, component: str, config: Dict[str, Any]) -> str:
     """Register (once) an engine component named `component` on a stack of the same name, with
     `config`; activate it."""
     from zenml.client import Client
     from zenml.enums import StackComponentType
 
-    ensure_repository_and_flavor(flavor, source)
+    ensure_repository_and_flavors()
     upsert_component(component, flavor, config)
     client = Client()
     if component not in {s.name for s in client.list_stacks(size=1000).items}:

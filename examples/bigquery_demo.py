@@ -1,7 +1,7 @@
 """The seed's BigQuery pipeline: a table in, aggregate it in BigQuery, pass the result on as
 a `BigQueryDataset` (a reference: no rows copied), load it as pandas at the end.
 
-No `bigquery.Client()` here: each step asks `flavors.bigquery_client()` for the client of
+No `bigquery.Client()` here: each step asks `zenml_compute_engines.bigquery_client()` for the client of
 the active stack. It labels every job with the pipeline, run and step, caps the bytes a
 query may bill, lists the jobs in the step's metadata, and is closed after the run.
 
@@ -25,10 +25,9 @@ import pandas as pd  # noqa: E402
 from google.cloud import bigquery  # noqa: E402
 from zenml import pipeline, step  # noqa: E402
 
-from flavors import bigquery_client  # noqa: E402
-from materializers import BigQueryDataset  # noqa: E402
+from zenml_compute_engines import bigquery_client  # noqa: E402
+from zenml_compute_engines import BigQueryDataset  # noqa: E402
 
-FLAVOR_SOURCE = "flavors.BigQueryEngineFlavor"
 COMPONENT = "bq_demo"  # also the name of the demo's stack
 DATASET = "zenml_demo"
 
@@ -86,7 +85,7 @@ def main() -> None:
         print(f"Started a local BigQuery emulator: {emulator.rest_url} (gRPC {emulator.grpc_endpoint})")
         config.update(api_endpoint=emulator.rest_url, storage_api_endpoint=emulator.grpc_endpoint)
     try:
-        stack = use_engine_stack("bigquery", FLAVOR_SOURCE, COMPONENT, config)
+        stack = use_engine_stack("bigquery", COMPONENT, config)
         run = Client().get_pipeline_run(bigquery_demo().id)
 
         print(f"\nStack '{stack}': average column2 per region, computed in BigQuery:")

@@ -1,6 +1,6 @@
 """The seed's Dask example as a ZenML pipeline: create a Dask DataFrame -> map_partitions -> pandas.
 
-No `Client()` or `LocalCluster` here: each step asks `flavors.dask_client()` for the
+No `Client()` or `LocalCluster` here: each step asks `zenml_compute_engines.dask_client()` for the
 engine of the active stack. With this script's stack that is an embedded LocalCluster
 (2 worker processes on 127.0.0.1), started by the first step, shared by the whole run
 and stopped after the last step's outputs are saved. The Dask DataFrames passed between
@@ -27,9 +27,8 @@ import dask.dataframe as dd  # noqa: E402
 import pandas as pd  # noqa: E402
 from zenml import pipeline, step  # noqa: E402
 
-from flavors import dask_client  # noqa: E402
+from zenml_compute_engines import dask_client  # noqa: E402
 
-FLAVOR_SOURCE = "flavors.DaskEngineFlavor"
 COMPONENT = "dask_local"  # also the name of the demo's stack
 ENGINE_CONFIG = {"n_workers": 2, "threads_per_worker": 1, "memory_limit": "1GiB"}
 
@@ -76,7 +75,7 @@ def main() -> None:
 
     from examples._setup import use_engine_stack
 
-    stack = use_engine_stack("dask", FLAVOR_SOURCE, COMPONENT, ENGINE_CONFIG)
+    stack = use_engine_stack("dask", COMPONENT, ENGINE_CONFIG)
     run = Client().get_pipeline_run(dask_demo().id)
 
     summary = run.steps["summarize"].outputs["summary"][0].load()

@@ -1,6 +1,6 @@
 """The seed's Ray example as a ZenML pipeline: partitions processed by `@ray.remote` tasks.
 
-No `ray.init()` or `ray.shutdown()` here: each step asks `flavors.ray_runtime()` for the
+No `ray.init()` or `ray.shutdown()` here: each step asks `zenml_compute_engines.ray_runtime()` for the
 Ray of the active stack. With this script's stack that is an embedded Ray on 127.0.0.1,
 initialized once by the first step, shared by the whole run and shut down (raylet, GCS and
 workers exit) after the last step's outputs are saved. The `ray.data.Dataset`s passed
@@ -28,9 +28,8 @@ import ray.data  # noqa: E402
 from ray.data import Dataset  # noqa: E402
 from zenml import pipeline, step  # noqa: E402
 
-from flavors import ray_runtime  # noqa: E402
+from zenml_compute_engines import ray_runtime  # noqa: E402
 
-FLAVOR_SOURCE = "flavors.RayEngineFlavor"
 COMPONENT = "ray_local"  # also the name of the demo's stack
 ENGINE_CONFIG = {"num_cpus": 1, "object_store_memory": "200MB"}
 
@@ -85,7 +84,7 @@ def main() -> None:
 
     from examples._setup import use_engine_stack
 
-    stack = use_engine_stack("ray", FLAVOR_SOURCE, COMPONENT, ENGINE_CONFIG)
+    stack = use_engine_stack("ray", COMPONENT, ENGINE_CONFIG)
     run = Client().get_pipeline_run(ray_demo().id)
 
     totals = run.steps["combine"].outputs["totals"][0].load()

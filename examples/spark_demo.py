@@ -14,7 +14,7 @@ from pyspark.sql import DataFrame  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 from zenml import pipeline, step  # noqa: E402
 
-from flavors import spark_session  # noqa: E402
+from zenml_compute_engines import spark_session  # noqa: E402
 
 
 @step
@@ -48,7 +48,7 @@ def sales_pipeline(n: int = 100_000) -> None:
 def main() -> None:
     from examples._setup import use_engine_stack
 
-    stack = use_engine_stack("spark", "flavors.SparkEngineFlavor", "spark_local", {"master": "local[2]"})
+    stack = use_engine_stack("spark", "spark_local", {"master": "local[2]"})
     run = sales_pipeline()
     result = run.steps["report"].outputs["output"][0].load()
     print(f"\nStack '{stack}': revenue by region (orders, revenue):")

@@ -26,7 +26,7 @@ import dask.dataframe as dd  # noqa: E402
 from pyspark.sql import DataFrame  # noqa: E402
 from zenml import pipeline, step  # noqa: E402
 
-from flavors import dask_client, spark_session  # noqa: E402
+from zenml_compute_engines import dask_client, spark_session  # noqa: E402
 
 REGIONS = ["north", "south", "east", "west"]
 
@@ -56,12 +56,11 @@ def register(components: Dict[str, Any], stack: str) -> None:
     from zenml.client import Client
     from zenml.enums import StackComponentType
 
-    from examples._setup import ensure_repository_and_flavor, upsert_component
+    from examples._setup import ensure_repository_and_flavors, upsert_component
 
     client = Client()
     kind = StackComponentType.FEATURE_STORE
-    for flavor, source in (("spark", "SparkEngineFlavor"), ("dask", "DaskEngineFlavor"), ("engines", "EngineBundleFlavor")):
-        ensure_repository_and_flavor(flavor, f"flavors.{source}")
+    ensure_repository_and_flavors()
     for name, (flavor, config) in components.items():
         upsert_component(name, flavor, config)
     bundle = f"{stack}_engines"

@@ -4,10 +4,18 @@ Importing this package never imports pyspark, ray, dask or google-cloud: the eng
 libraries load only when a step first asks for its engine.
 """
 
-from flavors.bigquery.flavor import BigQueryEngineConfig, BigQueryEngineFlavor, BigQueryEngineSettings
-from flavors.bundle.flavor import EngineBundleConfig, EngineBundleFlavor, EngineBundleSettings
-from flavors.context import bigquery_client, compute_engine, dask_client, ray_runtime, spark_session
-from flavors.engine import (
+if __name__ != "zenml_compute_engines.flavors":  # imported from this repository's root as `flavors`
+    raise ImportError(
+        "This is the flavors/ folder of the zenml-compute-engines repository, installed as "
+        "`zenml_compute_engines.flavors`: import it under that name (pip install -e . maps it). "
+        "Imported as `flavors` too, its modules would exist twice in one process, with two "
+        "registries of live engines."
+    )
+
+from zenml_compute_engines.flavors.bigquery.flavor import BigQueryEngineConfig, BigQueryEngineFlavor, BigQueryEngineSettings
+from zenml_compute_engines.flavors.bundle.flavor import EngineBundleConfig, EngineBundleFlavor, EngineBundleSettings
+from zenml_compute_engines.flavors.context import bigquery_client, compute_engine, dask_client, ray_runtime, spark_session
+from zenml_compute_engines.flavors.engine import (
     BaseEngine,
     BaseEngineConfig,
     BaseEngineFlavor,
@@ -15,9 +23,9 @@ from flavors.engine import (
     EngineError,
     shutdown_engines,
 )
-from flavors.dask.flavor import DaskEngineConfig, DaskEngineFlavor, DaskEngineSettings
-from flavors.ray.flavor import RayEngineConfig, RayEngineFlavor, RayEngineSettings
-from flavors.spark.flavor import SparkEngineConfig, SparkEngineFlavor, SparkEngineSettings
+from zenml_compute_engines.flavors.dask.flavor import DaskEngineConfig, DaskEngineFlavor, DaskEngineSettings
+from zenml_compute_engines.flavors.ray.flavor import RayEngineConfig, RayEngineFlavor, RayEngineSettings
+from zenml_compute_engines.flavors.spark.flavor import SparkEngineConfig, SparkEngineFlavor, SparkEngineSettings
 
 __all__ = [
     "BaseEngine",

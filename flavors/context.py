@@ -4,33 +4,33 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
-from flavors.engine import BaseEngine, EngineError
+from zenml_compute_engines.flavors.engine import BaseEngine, EngineError
 
 if TYPE_CHECKING:
     from distributed import Client as DaskClient
     from google.cloud.bigquery import Client as BigQueryClient
     from pyspark.sql import SparkSession
 
-    from flavors.ray.flavor import RayRuntime
+    from zenml_compute_engines.flavors.ray.flavor import RayRuntime
 
 _REGISTER_HINT = {
     "spark": (
-        "zenml feature-store flavor register flavors.SparkEngineFlavor && "
+        "zenml-compute-engines register && "
         "zenml feature-store register spark_local --flavor=spark && "
         "zenml stack update -f spark_local"
     ),
     "dask": (
-        "zenml feature-store flavor register flavors.DaskEngineFlavor && "
+        "zenml-compute-engines register && "
         "zenml feature-store register dask_local --flavor=dask && "
         "zenml stack update -f dask_local"
     ),
     "ray": (
-        "zenml feature-store flavor register flavors.RayEngineFlavor && "
+        "zenml-compute-engines register && "
         "zenml feature-store register ray_local --flavor=ray && "
         "zenml stack update -f ray_local"
     ),
     "bigquery": (
-        "zenml feature-store flavor register flavors.BigQueryEngineFlavor && "
+        "zenml-compute-engines register && "
         "zenml feature-store register bq --flavor=bigquery --project=<project> --location=<location> && "
         "zenml stack update -f bq"
     ),
@@ -50,7 +50,7 @@ def compute_engine(kind: Optional[str] = None) -> BaseEngine:
     """
     from zenml.client import Client
 
-    from flavors.bundle.engine import EngineBundle
+    from zenml_compute_engines.flavors.bundle.engine import EngineBundle
 
     stack = Client().active_stack
     component = stack.feature_store

@@ -13,6 +13,7 @@ optionally the per-step hooks); this module never imports an engine library.
 from __future__ import annotations
 
 import atexit
+import difflib
 import os
 import signal
 import threading
@@ -66,9 +67,14 @@ def reject_unknown_options(owner: str, known: Set[str], values: Any) -> Any:
     if isinstance(values, dict):
         unknown = sorted(str(key) for key in values if key not in known)
         if unknown:
+            guesses = []
+            for key in unknown:
+                close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+                if close:
+                    guesses.append(f"did you mean {close[0]!r} for {key!r}?")
             raise ValueError(
                 f"unknown option(s) {', '.join(map(repr, unknown))} for {owner}; "
-                f"known options: {', '.join(sorted(known))}"
+                f"{' '.join(guesses) + ' ' if guesses else ''}known options: {', '.join(sorted(known))}"
             )
     return values
 
@@ -192,7 +198,7 @@ def shutdown_engines() -> None:
     Runs at interpreter exit and on SIGTERM; call it from a notebook to release a
     `reuse: process` engine early. Engines the user started by hand are left alone.
     """
-    from flavors import prestart
+    from zenml_compute_engines.flavors import prestart
 
     prestart.discard_all()
     with _LOCK:
@@ -239,7 +245,7 @@ class HostedInFeatureStoreSlot(BaseFeatureStore):
     def _not_a_feature_store(self) -> str:
         return (
             f"'{self.name}' is a {self.kind} compute engine hosted in ZenML's feature_store "
-            "slot; it serves no features. Use flavors.compute_engine() or the typed accessors."
+            "slot; it serves no features. Use zenml_compute_engines.compute_engine() or the typed accessors."
         )
 
 
@@ -263,7 +269,7 @@ class BaseEngine(HostedInFeatureStoreSlot):
         register_engine_materializers()
         # A fresh process loads the stack as its first run begins: the earliest moment an
         # engine may begin its start (`prestart`).
-        from flavors import prestart
+        from zenml_compute_engines.flavors import prestart
 
         prestart.consider(self, loading=True)
 
@@ -283,7 +289,7 @@ class BaseEngine(HostedInFeatureStoreSlot):
     def validator(self) -> None:
         """ZenML reads this whenever it validates a stack, among others right after it
         compiled a run in this process: where the engine may begin its start (`prestart`)."""
-        from flavors import prestart
+        from zenml_compute_engines.flavors import prestart
 
         prestart.consider(self)
         return None
@@ -296,7 +302,7 @@ class BaseEngine(HostedInFeatureStoreSlot):
     def requirements(self) -> Set[str]:
         """pip requirements of the engine's steps: ZenML installs them in the image of a
         remote orchestrator (the pins of this package's extra for the engine)."""
-        from flavors.requirements import extra_requirements
+        from zenml_compute_engines.flavors.requirements import extra_requirements
 
         return set(extra_requirements(self.pip_extra))
 
@@ -386,7 +392,7 @@ class BaseEngine(HostedInFeatureStoreSlot):
         Starts an owned engine or connects to an attached one on first use, reuses it
         according to `reuse`, and applies the step's settings.
         """
-        from flavors import prestart
+        from zenml_compute_engines.flavors import prestart
 
         context = current_step_context()
         settings = self._step_settings(context.step_run) if context is not None else self.config
@@ -501,7 +507,7 @@ class BaseEngine(HostedInFeatureStoreSlot):
             context._cleanup_registry.register_callback(self._end_of_step, info, step_failed)
 
     def _end_of_step(self, info: Any, step_failed: bool) -> None:
-        from flavors import prestart
+        from zenml_compute_engines.flavors import prestart
 
         if step_failed:
             _RUNS_WITH_A_FAILED_STEP.add(info.run_id)
@@ -709,10 +715,10 @@ class BaseEngineFlavor(BaseFeatureStoreFlavor):
 # get the shared format. A materializer is imported only when the user's code already
 # imported the engine library: the component never imports one (DESIGN.md §3).
 ENGINE_MATERIALIZERS = {
-    "pyspark.sql": "materializers.spark_dataframe",
-    "dask.dataframe": "materializers.dask_dataframe",
-    "ray.data": "materializers.ray_dataset",
-    "pyarrow": "materializers.arrow_table",
+    "pyspark.sql": "zenml_compute_engines.materializers.spark_dataframe",
+    "dask.dataframe": "zenml_compute_engines.materializers.dask_dataframe",
+    "ray.data": "zenml_compute_engines.materializers.ray_dataset",
+    "pyarrow": "zenml_compute_engines.materializers.arrow_table",
 }
 
 

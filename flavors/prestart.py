@@ -35,7 +35,7 @@ from zenml.enums import StackComponentType
 from zenml.logger import get_logger
 
 if TYPE_CHECKING:
-    from flavors.engine import BaseEngine, LiveEngine
+    from zenml_compute_engines.flavors.engine import BaseEngine, LiveEngine
 
 logger = get_logger(__name__)
 
@@ -116,7 +116,7 @@ class Prestart:
         """Before a step can take the engine, so that none of the step's work runs beside
         it (Dask: two threads importing the same package can break each other's import).
         Bounded: a warm-up is an optimisation, the step goes on without it."""
-        from flavors.engine import _call_within
+        from zenml_compute_engines.flavors.engine import _call_within
 
         begun = time.time()
         try:
@@ -144,7 +144,7 @@ class Prestart:
         asked = time.time()
         limit = self.engine.config.startup_timeout_s + 60  # the start itself gives up before
         if not self.done.wait(limit):
-            from flavors.engine import EngineError
+            from zenml_compute_engines.flavors.engine import EngineError
 
             self.abandon(wait=False)
             raise EngineError(
@@ -230,7 +230,7 @@ def consider(engine: "BaseEngine", loading: bool = False) -> None:
 
 
 def _consider(engine: "BaseEngine", loading: bool) -> None:
-    from flavors.engine import _install_exit_handlers, current_step_context, live_engines
+    from zenml_compute_engines.flavors.engine import _install_exit_handlers, current_step_context, live_engines
 
     mode = engine.config.prestart
     if mode == "never" or engine.id in _PENDING:

@@ -22,7 +22,7 @@ import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
-from flavors.addresses import is_loopback_host
+from zenml_compute_engines.flavors.addresses import is_loopback_host
 
 logger = logging.getLogger(__name__)
 

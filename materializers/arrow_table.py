@@ -19,7 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from materializers import dataset
+from zenml_compute_engines.materializers import dataset
+from zenml_compute_engines.flavors.sources import recorded_as_installed
 
 PART_ROWS = 1_000_000
 
@@ -34,6 +35,7 @@ def write_table(store: Any, uri: str, table: pa.Table, engine: str, version: str
     dataset.commit(store, uri, engine=engine, engine_version=version, written_via="this process (pyarrow)")
 
 
+@recorded_as_installed
 class ArrowTableMaterializer(dataset.DatasetMaterializer):
     """`pyarrow.Table` outputs as dataset artifacts."""
 
@@ -43,6 +45,7 @@ class ArrowTableMaterializer(dataset.DatasetMaterializer):
         write_table(self.artifact_store, self.uri, data, engine="pyarrow", version=pa.__version__)
 
 
+@recorded_as_installed
 class PandasDatasetMaterializer(dataset.DatasetMaterializer):
     """`pandas.DataFrame` outputs as dataset artifacts (opt-in, see the module's docstring).
     The index is not stored unless it is named."""

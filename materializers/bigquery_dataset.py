@@ -23,8 +23,9 @@ from zenml.enums import ArtifactType, VisualizationType
 from zenml.logger import get_logger
 from zenml.materializers.base_materializer import BaseMaterializer
 
-from flavors.bigquery import names
-from materializers import dataset as dataset_format
+from zenml_compute_engines.flavors.bigquery import names
+from zenml_compute_engines.materializers import dataset as dataset_format
+from zenml_compute_engines.flavors.sources import recorded_as_installed
 
 logger = get_logger(__name__)
 
@@ -35,6 +36,7 @@ FORMAT_VERSION = 1
 _PINNABLE = ("TABLE", "SNAPSHOT", "CLONE")
 
 
+@recorded_as_installed
 @dataclass(frozen=True)
 class BigQueryDataset:
     """A BigQuery table passed between steps by reference.
@@ -94,7 +96,7 @@ _ROW_KINDS = ("pandas", "arrow", "dask")
 
 
 def _row_kind(data_type: Any) -> Optional[str]:
-    from materializers.readers import kind_of
+    from zenml_compute_engines.materializers.readers import kind_of
 
     kind = kind_of(data_type)
     return kind if kind in _ROW_KINDS else None
@@ -102,8 +104,8 @@ def _row_kind(data_type: Any) -> Optional[str]:
 
 def _engine() -> Any:
     """The stack's BigQuery engine component, or None."""
-    from flavors.context import compute_engine
-    from flavors.engine import EngineError
+    from zenml_compute_engines.flavors.context import compute_engine
+    from zenml_compute_engines.flavors.engine import EngineError
 
     try:
         return compute_engine("bigquery")
@@ -111,6 +113,7 @@ def _engine() -> Any:
         return None
 
 
+@recorded_as_installed
 class BigQueryDatasetMaterializer(BaseMaterializer):
     """Stores a `BigQueryDataset` as a reference (plus schema, size, pin); loads the
     reference, or the rows for pandas / pyarrow / Dask annotations."""
@@ -143,7 +146,7 @@ class BigQueryDatasetMaterializer(BaseMaterializer):
         kind = _row_kind(data_type)
         if kind is None:
             return dataset
-        from flavors.bigquery import rows
+        from zenml_compute_engines.flavors.bigquery import rows
 
         engine = _engine()
         if engine is None:
@@ -153,7 +156,7 @@ class BigQueryDatasetMaterializer(BaseMaterializer):
             )
         client = engine.session()
         if kind == "dask":
-            from flavors.dask.engine import step_client
+            from zenml_compute_engines.flavors.dask.engine import step_client
 
             step_client(start=True)  # the step's Dask cluster reads the partitions
             return rows.to_dask(client, dataset)

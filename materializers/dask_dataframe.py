@@ -7,8 +7,9 @@ from typing import Any, ClassVar, Dict, Tuple, Type
 import dask
 import dask.dataframe as dd
 
-from flavors.storage import fsspec_storage_options
-from materializers import dataset
+from zenml_compute_engines.flavors.storage import fsspec_storage_options
+from zenml_compute_engines.materializers import dataset
+from zenml_compute_engines.flavors.sources import recorded_as_installed
 
 
 def part_name(index: int) -> str:
@@ -16,6 +17,7 @@ def part_name(index: int) -> str:
     return f"part.{index:05d}.parquet"
 
 
+@recorded_as_installed
 class DaskDataFrameMaterializer(dataset.DatasetMaterializer):
     """Writes `df.to_parquet` from the workers straight to the artifact store, then a manifest.
 
@@ -32,7 +34,7 @@ class DaskDataFrameMaterializer(dataset.DatasetMaterializer):
     ASSOCIATED_TYPES: ClassVar[Tuple[Type[Any], ...]] = (dd.DataFrame,)
 
     def save(self, data: dd.DataFrame) -> None:
-        from flavors.dask.engine import step_client
+        from zenml_compute_engines.flavors.dask.engine import step_client
 
         client = step_client(start=False)
         data.to_parquet(

@@ -275,20 +275,20 @@ class DatasetMaterializer(BaseMaterializer):
 
     @classmethod
     def can_load_type(cls, data_type: Type[Any]) -> bool:
-        from materializers import readers
+        from zenml_compute_engines.materializers import readers
 
         return readers.kind_of(data_type) is not None
 
     def validate_load_type_compatibility(self, data_type: Type[Any]) -> None:
         if not self.can_load_type(data_type):
-            from materializers import readers
+            from zenml_compute_engines.materializers import readers
 
             raise TypeError(
                 f"A dataset artifact ({self.uri}) loads as {readers.LOADABLE}, not as {data_type}."
             )
 
     def load(self, data_type: Type[Any]) -> Any:
-        from materializers import readers
+        from zenml_compute_engines.materializers import readers
 
         manifest = read_manifest(self.artifact_store, self.uri)
         expected = getattr(self, "expected_content_hash", None)

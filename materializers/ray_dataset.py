@@ -18,7 +18,8 @@ import ray
 import ray.data
 from ray.data import Dataset
 
-from materializers import dataset
+from zenml_compute_engines.materializers import dataset
+from zenml_compute_engines.flavors.sources import recorded_as_installed
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +31,8 @@ _FILENAMES = {"dataset_uuid": "part", "file_format": "parquet"}
 
 def _ensure_ray() -> None:
     """Make sure the step's Ray is up: the stack's engine if it has one, else any Ray."""
-    from flavors.context import compute_engine
-    from flavors.engine import EngineError
+    from zenml_compute_engines.flavors.context import compute_engine
+    from zenml_compute_engines.flavors.engine import EngineError
 
     try:
         compute_engine("ray").session()
@@ -39,7 +40,7 @@ def _ensure_ray() -> None:
     except EngineError:
         if ray.is_initialized():
             return
-    from flavors.ray.engine import _loopback_node_ip
+    from zenml_compute_engines.flavors.ray.engine import _loopback_node_ip
 
     logger.info("No Ray engine on the active stack and no Ray initialized: starting a local Ray on 127.0.0.1.")
     with _loopback_node_ip(True):
@@ -58,7 +59,7 @@ def _client_mode() -> bool:
 def _target(artifact_store: Any, path: str) -> Tuple[str, Optional[Any]]:
     """The path and (for object stores) the pyarrow filesystem Ray's workers use, built
     from the artifact store's credentials and endpoint; the path is then scheme-less."""
-    from flavors.storage import pyarrow_filesystem
+    from zenml_compute_engines.flavors.storage import pyarrow_filesystem
 
     filesystem, scheme = pyarrow_filesystem(artifact_store)
     if filesystem is None or not path.startswith(f"{scheme}://"):
@@ -112,6 +113,7 @@ def read(store: Any, uri: str, manifest: dataset.Manifest) -> Dataset:
     return _on_cluster(_read, [path for path, _ in targets], targets[0][1])
 
 
+@recorded_as_installed
 class RayDatasetMaterializer(dataset.DatasetMaterializer):
     """Writes `ray.data.Dataset`s with `write_parquet` from Ray's workers, then a manifest."""
 

@@ -14,7 +14,7 @@ import posixpath
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-from materializers.dataset import Manifest, data_dir
+from zenml_compute_engines.materializers.dataset import Manifest, data_dir
 
 if TYPE_CHECKING:
     import pyarrow
@@ -97,7 +97,7 @@ def conform(table: "pyarrow.Table", schema: "pyarrow.Schema") -> "pyarrow.Table"
 
 
 def to_spark(store: "BaseArtifactStore", uri: str, manifest: Manifest, data_type: Any = None) -> Any:
-    from materializers import spark_io
+    from zenml_compute_engines.materializers import spark_io
 
     return spark_io.read(store, uri, manifest)
 
@@ -105,8 +105,8 @@ def to_spark(store: "BaseArtifactStore", uri: str, manifest: Manifest, data_type
 def to_dask(store: "BaseArtifactStore", uri: str, manifest: Manifest, data_type: Any = None) -> Any:
     import dask.dataframe as dd
 
-    from flavors.dask.engine import step_client
-    from flavors.storage import fsspec_storage_options
+    from zenml_compute_engines.flavors.dask.engine import step_client
+    from zenml_compute_engines.flavors.storage import fsspec_storage_options
 
     # Inside a step, start the engine now so the step computes on it (inputs load within
     # the step, before its end-of-step teardown is scheduled).
@@ -129,7 +129,7 @@ def to_dask(store: "BaseArtifactStore", uri: str, manifest: Manifest, data_type:
 
 
 def to_ray(store: "BaseArtifactStore", uri: str, manifest: Manifest, data_type: Any = None) -> Any:
-    from materializers import ray_dataset
+    from zenml_compute_engines.materializers import ray_dataset
 
     dataset = ray_dataset.read(store, uri, manifest)
     if data_type is not None and not isinstance(dataset, data_type):

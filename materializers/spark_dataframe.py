@@ -6,9 +6,11 @@ from typing import Any, ClassVar, Tuple, Type
 
 from pyspark.sql import DataFrame
 
-from materializers import dataset, spark_io
+from zenml_compute_engines.materializers import dataset, spark_io
+from zenml_compute_engines.flavors.sources import recorded_as_installed
 
 
+@recorded_as_installed
 class SparkDataFrameMaterializer(dataset.DatasetMaterializer):
     """Writes the DataFrame's partitions from the executors to the artifact store, then a
     manifest from the footers (see spark_io.py for local, Hadoop and Python paths).

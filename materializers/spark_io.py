@@ -16,9 +16,9 @@ import logging
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator, List, Tuple
 
-from flavors.storage import fsspec_storage_options, spark_path
-from materializers import dataset
-from materializers.readers import paths
+from zenml_compute_engines.flavors.storage import fsspec_storage_options, spark_path
+from zenml_compute_engines.materializers import dataset
+from zenml_compute_engines.materializers.readers import paths
 
 if TYPE_CHECKING:
     import pyarrow
@@ -44,8 +44,8 @@ def _session_for_loading() -> "SparkSession":
     """The step's engine; outside a step the active stack's, else a local session."""
     from pyspark.sql import SparkSession
 
-    from flavors.context import compute_engine
-    from flavors.engine import EngineError
+    from zenml_compute_engines.flavors.context import compute_engine
+    from zenml_compute_engines.flavors.engine import EngineError
 
     try:
         return compute_engine("spark").session()
@@ -73,7 +73,7 @@ def _missing_connector(error: BaseException) -> bool:
 
 def _tell_the_step(key: str, via: str) -> None:
     """Record on the running step (if any) which way Spark moved a dataset's files."""
-    from flavors.engine import current_step_context
+    from zenml_compute_engines.flavors.engine import current_step_context
 
     if current_step_context() is None:
         return

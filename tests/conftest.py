@@ -126,13 +126,13 @@ def spark_class_archive():
     import sys
     import time
 
-    from flavors.spark import class_cache
+    from zenml_compute_engines.flavors.spark import class_cache
 
     archive, why_not = class_cache.archive_path()
     assert archive is not None, why_not
     deadline = time.time() + 300
     while not archive.exists():
-        done = subprocess.run([sys.executable, "-m", "flavors.spark.class_cache"], capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-m", "zenml_compute_engines.flavors.spark.class_cache"], capture_output=True, text=True)
         assert done.returncode == 0, done.stdout + done.stderr
         assert archive.exists() or time.time() < deadline, f"no class archive after 300 s: {done.stdout}"
         time.sleep(0 if archive.exists() else 2)

@@ -31,9 +31,9 @@ bash tests/oldest_venv.sh || exit 1
 
 # Each venv's Spark driver JVM records its class archive once, up front (both at once:
 # two cores), so that no test's run pays for the recording (flavors/spark/class_cache.py).
-"$python" -m flavors.spark.class_cache &
+"$python" -m zenml_compute_engines.flavors.spark.class_cache &
 recording=$!
-if [ "${OLDEST_PASS:-1}" = 1 ]; then "$oldest/bin/python" -m flavors.spark.class_cache; fi
+if [ "${OLDEST_PASS:-1}" = 1 ]; then "$oldest/bin/python" -m zenml_compute_engines.flavors.spark.class_cache; fi
 wait "$recording"
 
 spark_home() { "$1" -c "import os, pyspark; print(os.path.dirname(pyspark.__file__))"; }

@@ -27,10 +27,10 @@ from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 from zenml.logger import get_logger
 
-from flavors.bigquery import names
-from flavors.addresses import is_loopback_host
-from flavors.engine import EngineError
-from flavors.sizes import format_bytes
+from zenml_compute_engines.flavors.bigquery import names
+from zenml_compute_engines.flavors.addresses import is_loopback_host
+from zenml_compute_engines.flavors.engine import EngineError
+from zenml_compute_engines.flavors.sizes import format_bytes
 
 logger = get_logger(__name__)
 

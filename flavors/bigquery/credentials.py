@@ -18,12 +18,12 @@ import pickle
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
-from flavors.engine import EngineError
+from zenml_compute_engines.flavors.engine import EngineError
 
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials
 
-    from flavors.bigquery.engine import BigQueryEngine
+    from zenml_compute_engines.flavors.bigquery.engine import BigQueryEngine
 
 SCOPES = ("https://www.googleapis.com/auth/bigquery", "https://www.googleapis.com/auth/cloud-platform")
 

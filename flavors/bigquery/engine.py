@@ -16,13 +16,13 @@ from urllib.parse import urlsplit
 from zenml.logger import get_logger
 from zenml.steps.step_context import StepContext
 
-from flavors.bigquery import credentials
-from flavors.bigquery.flavor import GOOGLE_ENDPOINT, BigQueryEngineConfig, BigQueryEngineSettings
-from flavors.bigquery.names import label_value
-from flavors.engine import BaseEngine, EngineError, LiveEngine, current_step_context
+from zenml_compute_engines.flavors.bigquery import credentials
+from zenml_compute_engines.flavors.bigquery.flavor import GOOGLE_ENDPOINT, BigQueryEngineConfig, BigQueryEngineSettings
+from zenml_compute_engines.flavors.bigquery.names import label_value
+from zenml_compute_engines.flavors.engine import BaseEngine, EngineError, LiveEngine, current_step_context
 
 if TYPE_CHECKING:
-    from flavors.bigquery.client import EngineClient, JobPolicy
+    from zenml_compute_engines.flavors.bigquery.client import EngineClient, JobPolicy
 
 logger = get_logger(__name__)
 
@@ -49,7 +49,7 @@ class BigQueryEngine(BaseEngine):
 
     kind = "bigquery"
     pip_extra = "bigquery"
-    data_type_modules = ("materializers.bigquery_dataset",)
+    data_type_modules = ("zenml_compute_engines.materializers.bigquery_dataset",)
     engine_settings_class = BigQueryEngineSettings
 
     @property
@@ -62,7 +62,7 @@ class BigQueryEngine(BaseEngine):
         from google.api_core.client_options import ClientOptions
         from google.api_core.exceptions import NotFound
 
-        from flavors.bigquery.client import EngineClient, StorageAccess
+        from zenml_compute_engines.flavors.bigquery.client import EngineClient, StorageAccess
 
         config = self.config
         if config.api_endpoint:
@@ -123,7 +123,7 @@ class BigQueryEngine(BaseEngine):
     # ---- per step ------------------------------------------------------------------
 
     def _policy(self, settings: BigQueryEngineSettings, context: Optional[StepContext]) -> "JobPolicy":
-        from flavors.bigquery.client import JobPolicy
+        from zenml_compute_engines.flavors.bigquery.client import JobPolicy
 
         labels = dict(settings.labels)
         step = None
@@ -157,7 +157,7 @@ class BigQueryEngine(BaseEngine):
             view.cancel_running(scope, why=f"step '{scope.policy.step}' failed")
 
     def _step_facts(self, live: LiveEngine, view: "EngineClient") -> Dict[str, Any]:
-        from flavors.bigquery.client import scope_facts
+        from zenml_compute_engines.flavors.bigquery.client import scope_facts
 
         return scope_facts(view, view.job_scope, console=not self.config.api_endpoint)
 

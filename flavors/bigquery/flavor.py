@@ -9,13 +9,14 @@ from pydantic import Field, field_validator, model_validator
 from zenml.models import ServiceConnectorRequirements
 from zenml.utils.secret_utils import SecretField
 
-from flavors.addresses import is_loopback_host
-from flavors.bigquery import names
-from flavors.engine import BaseEngineConfig, BaseEngineFlavor, BaseEngineSettings
-from flavors.sizes import parse_bytes
+from zenml_compute_engines.flavors.addresses import is_loopback_host
+from zenml_compute_engines.flavors.bigquery import names
+from zenml_compute_engines.flavors.engine import BaseEngineConfig, BaseEngineFlavor, BaseEngineSettings
+from zenml_compute_engines.flavors.sizes import parse_bytes
+from zenml_compute_engines.flavors.sources import recorded_as_installed
 
 if TYPE_CHECKING:
-    from flavors.bigquery.engine import BigQueryEngine
+    from zenml_compute_engines.flavors.bigquery.engine import BigQueryEngine
 
 GOOGLE_ENDPOINT = "https://bigquery.googleapis.com"
 Reproducibility = Literal["time_travel", "snapshot", "none"]
@@ -165,6 +166,7 @@ class BigQueryEngineConfig(BaseEngineConfig, BigQueryEngineSettings):
         return self.endpoint_is_loopback
 
 
+@recorded_as_installed
 class BigQueryEngineFlavor(BaseEngineFlavor):
     """BigQuery as a ZenML stack component (`--flavor=bigquery`)."""
 
@@ -183,6 +185,6 @@ class BigQueryEngineFlavor(BaseEngineFlavor):
 
     @property
     def implementation_class(self) -> Type["BigQueryEngine"]:
-        from flavors.bigquery.engine import BigQueryEngine
+        from zenml_compute_engines.flavors.bigquery.engine import BigQueryEngine
 
         return BigQueryEngine

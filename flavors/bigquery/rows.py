@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 from zenml.logger import get_logger
 
-from flavors.bigquery.credentials import portable
+from zenml_compute_engines.flavors.bigquery.credentials import portable
 
 if TYPE_CHECKING:
     import pyarrow
 
-    from flavors.bigquery.client import EngineClient
-    from materializers.bigquery_dataset import BigQueryDataset
+    from zenml_compute_engines.flavors.bigquery.client import EngineClient
+    from zenml_compute_engines.materializers.bigquery_dataset import BigQueryDataset
 
 logger = get_logger(__name__)
 

@@ -11,9 +11,9 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 from zenml.stack.stack_validator import StackValidator
 
-from flavors import prestart
-from flavors.bundle.flavor import EngineBundleConfig, EngineBundleSettings
-from flavors.engine import (
+from zenml_compute_engines.flavors import prestart
+from zenml_compute_engines.flavors.bundle.flavor import EngineBundleConfig, EngineBundleSettings
+from zenml_compute_engines.flavors.engine import (
     HOST_TYPE,
     BaseEngine,
     EngineError,

@@ -8,14 +8,15 @@ from typing import TYPE_CHECKING, Any, List, Set, Type
 from pydantic import Field, field_validator, model_validator
 from zenml.feature_stores.base_feature_store import BaseFeatureStoreConfig
 
-from flavors.bigquery.flavor import BigQueryEngineSettings
-from flavors.dask.flavor import DaskEngineSettings
-from flavors.engine import BaseEngineFlavor, reject_unknown_options
-from flavors.ray.flavor import RayEngineSettings
-from flavors.spark.flavor import SparkEngineSettings
+from zenml_compute_engines.flavors.bigquery.flavor import BigQueryEngineSettings
+from zenml_compute_engines.flavors.dask.flavor import DaskEngineSettings
+from zenml_compute_engines.flavors.engine import BaseEngineFlavor, reject_unknown_options
+from zenml_compute_engines.flavors.ray.flavor import RayEngineSettings
+from zenml_compute_engines.flavors.spark.flavor import SparkEngineSettings
+from zenml_compute_engines.flavors.sources import recorded_as_installed
 
 if TYPE_CHECKING:
-    from flavors.bundle.engine import EngineBundle
+    from zenml_compute_engines.flavors.bundle.engine import EngineBundle
 
 
 class EngineBundleSettings(
@@ -69,6 +70,7 @@ class EngineBundleConfig(BaseFeatureStoreConfig):
         return False  # the members say for themselves where they run
 
 
+@recorded_as_installed
 class EngineBundleFlavor(BaseEngineFlavor):
     """Several engine components as one stack component (`--flavor=engines`)."""
 
@@ -82,6 +84,6 @@ class EngineBundleFlavor(BaseEngineFlavor):
 
     @property
     def implementation_class(self) -> Type["EngineBundle"]:
-        from flavors.bundle.engine import EngineBundle
+        from zenml_compute_engines.flavors.bundle.engine import EngineBundle
 
         return EngineBundle

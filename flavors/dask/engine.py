@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from zenml.logger import get_logger
 
-from flavors.engine import BaseEngine, EngineError, LiveEngine, current_step_context, live_engines
-from flavors.dask.flavor import DaskEngineConfig, DaskEngineSettings
+from zenml_compute_engines.flavors.engine import BaseEngine, EngineError, LiveEngine, current_step_context, live_engines
+from zenml_compute_engines.flavors.dask.flavor import DaskEngineConfig, DaskEngineSettings
 
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster
@@ -367,7 +367,7 @@ def step_client(start: bool) -> Optional["Client"]:
     engine if needed; `False` only uses a live one: an engine started while outputs are
     saved would miss its end-of-step teardown). Outside a step: a live engine's client.
     """
-    from flavors.context import compute_engine
+    from zenml_compute_engines.flavors.context import compute_engine
 
     try:
         engine = compute_engine("dask")

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Type, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from flavors.engine import BaseEngineConfig, BaseEngineFlavor, BaseEngineSettings, Prestart
+from zenml_compute_engines.flavors.engine import BaseEngineConfig, BaseEngineFlavor, BaseEngineSettings, Prestart
+from zenml_compute_engines.flavors.sources import recorded_as_installed
 
 if TYPE_CHECKING:
-    from flavors.dask.engine import DaskEngine
+    from zenml_compute_engines.flavors.dask.engine import DaskEngine
 
 _SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
 _HOST = r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?)"
@@ -200,6 +201,7 @@ class DaskEngineConfig(BaseEngineConfig, DaskEngineSettings):
         return self.scheduler_address
 
 
+@recorded_as_installed
 class DaskEngineFlavor(BaseEngineFlavor):
     """Dask as a ZenML stack component (`--flavor=dask`)."""
 
@@ -213,6 +215,6 @@ class DaskEngineFlavor(BaseEngineFlavor):
 
     @property
     def implementation_class(self) -> Type["DaskEngine"]:
-        from flavors.dask.engine import DaskEngine
+        from zenml_compute_engines.flavors.dask.engine import DaskEngine
 
         return DaskEngine

@@ -13,9 +13,9 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, Dict, Iterator, List, Optional, Set
 
-from flavors.engine import BaseEngine, EngineError, LiveEngine, live_engines
-from flavors.ray import reaper
-from flavors.ray.flavor import RayEngineConfig, RayEngineSettings, RayRuntime, _canonical, parse_address
+from zenml_compute_engines.flavors.engine import BaseEngine, EngineError, LiveEngine, live_engines
+from zenml_compute_engines.flavors.ray import reaper
+from zenml_compute_engines.flavors.ray.flavor import RayEngineConfig, RayEngineSettings, RayRuntime, _canonical, parse_address
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # Ray replaces 127.0.0.1/localhost by the machine's routable IP (so that other nodes can

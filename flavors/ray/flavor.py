@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Tuple,
 
 from pydantic import Field, field_validator
 
-from flavors.engine import BaseEngineConfig, BaseEngineFlavor, BaseEngineSettings
-from flavors.sizes import parse_bytes
+from zenml_compute_engines.flavors.engine import BaseEngineConfig, BaseEngineFlavor, BaseEngineSettings
+from zenml_compute_engines.flavors.sizes import parse_bytes
+from zenml_compute_engines.flavors.sources import recorded_as_installed
 
 if TYPE_CHECKING:
-    from flavors.ray.engine import RayEngine
+    from zenml_compute_engines.flavors.ray.engine import RayEngine
 
 # Ray refuses object stores below 75 MiB (ray_constants.OBJECT_STORE_MINIMUM_MEMORY_BYTES).
 OBJECT_STORE_MINIMUM_BYTES = 75 * 1024 * 1024
@@ -193,7 +194,7 @@ class RayEngineConfig(BaseEngineConfig, RayEngineSettings):
 
 @dataclass(frozen=True)
 class RayRuntime:
-    """What `flavors.ray_runtime()` returns: the step's connected Ray, ready for
+    """What `zenml_compute_engines.ray_runtime()` returns: the step's connected Ray, ready for
     `ray.remote`, `ray.get` and `ray.data`.
 
     Attributes:
@@ -236,6 +237,7 @@ class RayRuntime:
         return remote_function.options(**dict(self.remote_args)) if self.remote_args else remote_function
 
 
+@recorded_as_installed
 class RayEngineFlavor(BaseEngineFlavor):
     """Ray as a ZenML stack component (`--flavor=ray`)."""
 
@@ -249,6 +251,6 @@ class RayEngineFlavor(BaseEngineFlavor):
 
     @property
     def implementation_class(self) -> Type["RayEngine"]:
-        from flavors.ray.engine import RayEngine
+        from zenml_compute_engines.flavors.ray.engine import RayEngine
 
         return RayEngine

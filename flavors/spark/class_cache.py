@@ -5,7 +5,7 @@ given a class-data sharing (CDS) archive of them it maps them in instead. Measur
 (2 cores, Spark 4.3, Java 17): the start took 6.1 s instead of 9.7, the first job 2.7 s
 instead of 4.8, and the JVM 36% less CPU. The JVM records the archive itself as it exits
 (`-XX:ArchiveClassesAtExit`, Java 13 and later), once per Spark and Java installation: that
-start takes about 6 s longer and its exit about 17 s. `python -m flavors.spark.class_cache`
+start takes about 6 s longer and its exit about 17 s. `python -m zenml_compute_engines.flavors.spark.class_cache`
 records it ahead of time (a Docker image build, a CI setup step).
 
 An archive is only ever used whole: the JVM writes a part file of its own, renamed into
@@ -26,7 +26,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 from zenml.logger import get_logger
 
@@ -189,7 +189,7 @@ def plan(extra_class_path: str = "", may_record: bool = True) -> Tuple[Optional[
     if archive.exists():
         return JvmClassCache(archive, recording=False), ""
     if not may_record:
-        return None, "no archive here, and steps that run elsewhere do not record one (see python -m flavors.spark.class_cache)"
+        return None, "no archive here, and steps that run elsewhere do not record one (see python -m zenml_compute_engines.flavors.spark.class_cache)"
     if archive.with_name(f"{archive.name}.failed").exists():
         return None, "an earlier recording produced no archive"
     try:
@@ -233,22 +233,29 @@ def _forget_abandoned_recordings(archive: Path) -> None:
             part.unlink(missing_ok=True)
 
 
-def main() -> int:
-    """Record the archive now: start a local Spark, run a small job, stop it."""
+def record(say: Callable[[str], None] = print) -> bool:
+    """Record the archive now (start a local Spark driver, run a small job, stop it), saying
+    what happens as it goes. Whether all is well: an archive exists, or another process is
+    recording it, or an earlier recording showed this setup produces none."""
     import logging
 
     from pyspark.sql import SparkSession
 
-    from flavors.spark.engine import shutdown_driver_jvm
+    from zenml_compute_engines.flavors.spark.engine import shutdown_driver_jvm
 
     logging.getLogger("py4j").setLevel(logging.WARNING)
     cache, why_not = plan()
     if cache is None:
-        print(f"No class archive recorded: {why_not}.")
-        return 0 if why_not.startswith(("another process", "an earlier")) else 1
+        say(f"No Spark class archive recorded: {why_not}.")
+        return why_not.startswith(("another process", "an earlier"))
     if not cache.recording:
-        print(f"The class archive exists: {cache.archive}")
-        return 0
+        say(f"The Spark class archive exists: {cache.archive}")
+        return True
+    began = time.time()
+    say(
+        f"Recording the Spark driver JVM's class archive in {cache.archive}, once for this Spark and "
+        "Java (about 30 s; later driver starts map the classes in). Starting a local driver..."
+    )
     returncode = None
     try:
         session = (
@@ -257,14 +264,20 @@ def main() -> int:
             .config("spark.driver.extraJavaOptions", cache.java_options())
             .getOrCreate()
         )
+        say(f"  driver started ({time.time() - began:.0f} s); running a small job...")
         session.range(1000).selectExpr("sum(id)").collect()
         session.stop()
+        say(f"  job done ({time.time() - began:.0f} s); the JVM writes the archive as it exits...")
         returncode = shutdown_driver_jvm(wait_s=300)
     finally:
         cache.jvm_exited(returncode)
-    print(f"Recorded the class archive: {cache.archive}" if cache.archive.exists() else "No class archive recorded.")
-    return 0 if cache.archive.exists() else 1
+    if not cache.archive.exists():
+        say(f"No Spark class archive recorded (the driver JVM exited with {returncode}).")
+        return False
+    size_mb = cache.archive.stat().st_size / 2**20
+    say(f"Recorded the Spark class archive ({size_mb:.0f} MB) in {time.time() - began:.0f} s: {cache.archive}")
+    return True
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(0 if record() else 1)

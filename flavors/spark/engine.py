@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Dict, Iterator, List, Optional,
 
 from zenml.logger import get_logger
 
-from flavors.engine import BaseEngine, EngineError, LiveEngine
-from flavors.spark.flavor import SparkEngineConfig, SparkEngineSettings
+from zenml_compute_engines.flavors.engine import BaseEngine, EngineError, LiveEngine
+from zenml_compute_engines.flavors.spark.flavor import SparkEngineConfig, SparkEngineSettings
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from flavors.spark.class_cache import JvmClassCache
+    from zenml_compute_engines.flavors.spark.class_cache import JvmClassCache
 
 logger = get_logger(__name__)
 
@@ -304,7 +304,7 @@ class SparkEngine(BaseEngine):
 
     def _plan_class_cache(self, conf: Dict[str, str]) -> None:
         """Decide what the driver JVM about to launch does with the class archive."""
-        from flavors.spark import class_cache
+        from zenml_compute_engines.flavors.spark import class_cache
 
         self._class_cache, self._class_cache_why_not = None, ""
         if not self.config.jvm_class_cache:
@@ -341,7 +341,7 @@ class SparkEngine(BaseEngine):
         """Start-up conf: loopback defaults, artifact-store bridge, component conf, step conf."""
         from zenml.client import Client
 
-        from flavors.storage import spark_conf_for_artifact_store
+        from zenml_compute_engines.flavors.storage import spark_conf_for_artifact_store
 
         conf: Dict[str, str] = {}
         if not self.config.is_connect:
@@ -416,7 +416,7 @@ class SparkEngine(BaseEngine):
     # ---- observability -------------------------------------------------------------
 
     def _describe(self, handle: "SparkSession") -> Dict[str, Any]:
-        from flavors.storage import redact_conf
+        from zenml_compute_engines.flavors.storage import redact_conf
 
         facts: Dict[str, Any] = {"spark_version": handle.version}
         if self._cluster_version:

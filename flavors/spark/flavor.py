@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Type, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from flavors.engine import BaseEngineConfig, BaseEngineFlavor, BaseEngineSettings, Prestart
+from zenml_compute_engines.flavors.engine import BaseEngineConfig, BaseEngineFlavor, BaseEngineSettings, Prestart
+from zenml_compute_engines.flavors.sources import recorded_as_installed
 
 if TYPE_CHECKING:
-    from flavors.spark.engine import SparkEngine
+    from zenml_compute_engines.flavors.spark.engine import SparkEngine
 
 _HOST_PORT = r"[A-Za-z0-9.\-]+:\d{1,5}"
 _MASTER_PATTERNS = {
@@ -63,7 +64,7 @@ class SparkEngineConfig(BaseEngineConfig, SparkEngineSettings):
             `~/.cache/zenml-compute-engines`, one per Spark and Java installation (about
             150 MB), so drivers start in about a third less time. The first start records
             it, which makes that start and its stop slower once; recording ahead of time:
-            `python -m flavors.spark.class_cache`.
+            `python -m zenml_compute_engines.flavors.spark.class_cache`.
         prestart: `auto` by default: a driver's start (seconds) overlaps ZenML's
             preparation of a run that will use it (see `BaseEngineConfig`).
     """
@@ -117,6 +118,7 @@ class SparkEngineConfig(BaseEngineConfig, SparkEngineSettings):
         return self.master.startswith("sc://")
 
 
+@recorded_as_installed
 class SparkEngineFlavor(BaseEngineFlavor):
     """Spark as a ZenML stack component (`--flavor=spark`)."""
 
@@ -130,6 +132,6 @@ class SparkEngineFlavor(BaseEngineFlavor):
 
     @property
     def implementation_class(self) -> Type["SparkEngine"]:
-        from flavors.spark.engine import SparkEngine
+        from zenml_compute_engines.flavors.spark.engine import SparkEngine
 
         return SparkEngine

@@ -24,22 +24,22 @@ from zenml import pipeline, step
 def _engine_job(engine: str) -> None:
     """Start the step's engine and run a small job on it."""
     if engine == "spark":
-        from flavors import spark_session
+        from zenml_compute_engines import spark_session
 
         assert spark_session().range(100).count() == 100
     elif engine == "dask":
-        from flavors import dask_client
+        from zenml_compute_engines import dask_client
 
         assert dask_client().submit(sum, [1, 2, 3]).result() == 6
     elif engine == "ray":
         import ray
 
-        from flavors import ray_runtime
+        from zenml_compute_engines import ray_runtime
 
         ray_runtime()
         assert ray.get(ray.remote(lambda: 6).remote()) == 6
     elif engine == "bigquery":
-        from flavors import bigquery_client
+        from zenml_compute_engines import bigquery_client
 
         assert [tuple(row) for row in bigquery_client().query("SELECT 6 AS v").result()] == [(6,)]
     else:
@@ -62,7 +62,7 @@ def hold_pipeline(engine: str, ready: str, hold_s: float = 600) -> None:
 @step
 def hold_in_query(ready: str) -> None:
     """Start a BigQuery job that runs until it is cancelled, say which, and wait for it."""
-    from flavors import bigquery_client
+    from zenml_compute_engines import bigquery_client
     from tests.support.bigquery_proxy import RUNNING_MARKER
 
     job = bigquery_client().query(f"SELECT 1 /* {RUNNING_MARKER} */")
@@ -105,7 +105,7 @@ def slow_square(i: int) -> int:
 def survive_worker_loss(engine: str, ready: str) -> int:
     """Four 3-second tasks on one worker slot; the test kills the worker running them."""
     if engine == "dask":
-        from flavors import dask_client
+        from zenml_compute_engines import dask_client
 
         client = dask_client()
         futures = client.map(slow_square, range(4), pure=False)
@@ -114,14 +114,14 @@ def survive_worker_loss(engine: str, ready: str) -> int:
     if engine == "ray":
         import ray
 
-        from flavors import ray_runtime
+        from zenml_compute_engines import ray_runtime
 
         ray_runtime()
         task = ray.remote(num_cpus=1)(slow_square)
         refs = [task.remote(i) for i in range(4)]
         Path(ready).write_text("running")
         return int(sum(ray.get(refs)))
-    from flavors import spark_session
+    from zenml_compute_engines import spark_session
 
     rdd = spark_session().sparkContext.parallelize(range(4), 4).map(slow_square)
     Path(ready).write_text("running")
@@ -135,14 +135,14 @@ def worker_loss_pipeline(engine: str, ready: str) -> None:
 
 @step
 def make_spark() -> DataFrame:
-    from flavors import spark_session
+    from zenml_compute_engines import spark_session
 
     return spark_session().range(100).selectExpr("id", "id % 3 AS k")
 
 
 @step
 def make_dask() -> dd.DataFrame:
-    from flavors import dask_client
+    from zenml_compute_engines import dask_client
 
     dask_client()
     return dd.from_pandas(pd.DataFrame({"id": range(100), "k": [i % 3 for i in range(100)]}), npartitions=2)
@@ -150,7 +150,7 @@ def make_dask() -> dd.DataFrame:
 
 @step
 def make_ray() -> ray.data.Dataset:
-    from flavors import ray_runtime
+    from zenml_compute_engines import ray_runtime
 
     ray_runtime()
     return ray.data.range(100, override_num_blocks=2)

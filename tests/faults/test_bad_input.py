@@ -12,8 +12,8 @@ import uuid
 import pytest
 from zenml.enums import StackComponentType
 
-from flavors import BigQueryEngineSettings, DaskEngineSettings, RayEngineSettings, SparkEngineSettings
-from flavors.engine import live_engines
+from zenml_compute_engines import BigQueryEngineSettings, DaskEngineSettings, RayEngineSettings, SparkEngineSettings
+from zenml_compute_engines.flavors.engine import live_engines
 from tests.support import zenml_env
 
 BQ = {"project": "my-project", "location": "EU"}
@@ -72,6 +72,22 @@ def test_registration_refuses_a_bad_value_naming_the_field(zen, flavor, base, fi
     registered = zen.list_stack_components(type=StackComponentType.FEATURE_STORE, name=name).items
     assert registered == []
     assert live_engines() == {}
+
+
+@pytest.mark.parametrize("flavor, base, typo, meant", [
+    ("spark", {}, "mastr", "master"), ("dask", {}, "n_wrkers", "n_workers"), ("ray", {}, "num_cpu", "num_cpus"),
+    ("bigquery", BQ, "projct", "project"), ("engines", {"engines": ["a"]}, "engine", "engines"),
+    ("spark", {}, "cnf", "conf"),
+])
+def test_a_misspelled_option_names_the_closest_field(zen, flavor, base, typo, meant):
+    """Our validation, which registration runs on ZenML 0.90 and every step's settings run
+    (newer ZenML refuses an unknown key at registration itself, naming only the key)."""
+    from zenml.stack.flavor import Flavor
+
+    config_class = Flavor.from_model(zen.get_flavor_by_name_and_type(flavor, StackComponentType.FEATURE_STORE)).config_class
+    with pytest.raises(ValueError) as refused:
+        config_class(**{**base, typo: "x"})
+    assert f"did you mean {meant!r} for {typo!r}?" in str(refused.value), str(refused.value)
 
 
 SETTINGS = [

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pytest
 from zenml.client import Client
 
-from materializers import dataset
-from materializers.arrow_table import ArrowTableMaterializer
+from zenml_compute_engines.materializers import dataset
+from zenml_compute_engines.materializers.arrow_table import ArrowTableMaterializer
 from tests.faults.conftest import MARK, OWNED
 from tests.support import zenml_env
 

@@ -11,8 +11,8 @@ import pyarrow as pa
 from google.cloud import bigquery
 from zenml import pipeline, step
 
-from flavors import BigQueryEngineSettings, bigquery_client
-from materializers import BigQueryDataset
+from zenml_compute_engines import BigQueryEngineSettings, bigquery_client
+from zenml_compute_engines import BigQueryDataset
 from tests.support import dask_cluster as probes
 from tests.support.bigquery_proxy import RUNNING_MARKER
 

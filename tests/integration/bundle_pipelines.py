@@ -7,7 +7,7 @@ import dask.dataframe as dd
 from pyspark.sql import DataFrame
 from zenml import pipeline, step
 
-from flavors import SparkEngineSettings, dask_client, spark_session
+from zenml_compute_engines import SparkEngineSettings, dask_client, spark_session
 
 
 @step

@@ -10,7 +10,7 @@ import pandas as pd
 from zenml import pipeline, step
 from zenml.enums import ExecutionMode
 
-from flavors import DaskEngineSettings, dask_client
+from zenml_compute_engines import DaskEngineSettings, dask_client
 from tests.support import dask_cluster as probes
 
 

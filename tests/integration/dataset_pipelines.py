@@ -18,8 +18,8 @@ from pyspark.sql import DataFrame as SparkDataFrame
 from zenml import pipeline, step
 from zenml.client import Client
 
-from flavors import dask_client, ray_runtime, spark_session
-from materializers.arrow_table import PandasDatasetMaterializer
+from zenml_compute_engines import dask_client, ray_runtime, spark_session
+from zenml_compute_engines.materializers.arrow_table import PandasDatasetMaterializer
 
 UTC = datetime.timezone.utc
 
@@ -52,7 +52,7 @@ def spark_to_arrow(frame: SparkDataFrame) -> pa.Table:
     if hasattr(frame, "toArrow"):
         return frame.toArrow()
     # pyspark 3.5 has no toArrow(): collect the Arrow batches its toPandas() uses.
-    from materializers.spark_io import _arrow_schema
+    from zenml_compute_engines.materializers.spark_io import _arrow_schema
 
     batches = frame._collect_as_arrow()
     return pa.Table.from_batches(batches) if batches else _arrow_schema(frame).empty_table()
@@ -226,3 +226,7 @@ if __name__ == "__main__":
 
     run = globals()[sys.argv[1]](**json.loads(sys.argv[2]))
     print("RUN_ID", run.id, flush=True)
+    # Our folders, imported under their bare names too (ZenML puts this checkout, the source
+    # root, on sys.path), would be second copies of the package.
+    bare = sorted(name for name in sys.modules if name.split(".")[0] in ("flavors", "materializers"))
+    print("BARE_MODULES", bare, flush=True)

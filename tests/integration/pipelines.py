@@ -7,7 +7,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from zenml import pipeline, step
 
-from flavors import SparkEngineSettings, spark_session
+from zenml_compute_engines import SparkEngineSettings, spark_session
 
 
 @step

@@ -8,7 +8,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from zenml import pipeline, step
 
-from flavors import dask_client, spark_session
+from zenml_compute_engines import dask_client, spark_session
 
 
 @step

@@ -15,7 +15,7 @@ import ray.data
 from ray.data import Dataset
 from zenml import pipeline, step
 
-from flavors import RayEngineSettings, ray_runtime
+from zenml_compute_engines import RayEngineSettings, ray_runtime
 
 
 @step

@@ -13,7 +13,7 @@ import ray.data
 from pyspark.sql import DataFrame
 from zenml import pipeline, step
 
-from flavors import dask_client, ray_runtime, spark_session
+from zenml_compute_engines import dask_client, ray_runtime, spark_session
 
 
 def _partition_seconds() -> float:

@@ -21,8 +21,8 @@ import uuid
 
 import pytest
 
-from flavors import EngineError, compute_engine
-from flavors.engine import live_engines
+from zenml_compute_engines import EngineError, compute_engine
+from zenml_compute_engines.flavors.engine import live_engines
 from tests.support import zenml_env
 from tests.support.bigquery_proxy import TOKEN
 from tests.support.ports import free_port
@@ -265,7 +265,7 @@ def test_run_shares_one_session_and_aborts_it(bq):
 
 
 def test_rows_load_as_arrow_and_as_dask_partitions_read_by_workers(bq, dask_cluster, monkeypatch):
-    from flavors.bigquery import rows
+    from zenml_compute_engines.flavors.bigquery import rows
     from tests.integration.bigquery_pipelines import rows_pipeline
 
     bq.admin.query(
@@ -323,7 +323,7 @@ def test_snapshot_pins_the_data_the_artifact_saw(bq):
     import pandas as pd
     from zenml.client import Client
 
-    from materializers.bigquery_dataset import BigQueryDatasetMaterializer
+    from zenml_compute_engines.materializers.bigquery_dataset import BigQueryDatasetMaterializer
     from tests.integration.bigquery_pipelines import seed_pipeline
 
     bq.stack(reproducibility="snapshot", snapshot_expiration_days=2)
@@ -347,7 +347,7 @@ def test_time_travel_pin_reads_directly_until_the_table_changes(bq):
     import pandas as pd
     from zenml.client import Client
 
-    from materializers.bigquery_dataset import BigQueryDatasetMaterializer
+    from zenml_compute_engines.materializers.bigquery_dataset import BigQueryDatasetMaterializer
     from tests.integration.bigquery_pipelines import seed_pipeline
 
     bq.stack()  # reproducibility="time_travel" is the default
@@ -455,5 +455,5 @@ def test_unreachable_endpoint_fails_fast_naming_it(zen, bq):
 
 def test_accessor_outside_a_bigquery_stack_says_how_to_register(zen, bq):
     zenml_env.activate_engine_stack("dask", {"processes": False})
-    with pytest.raises(EngineError, match="flavors.BigQueryEngineFlavor"):
+    with pytest.raises(EngineError, match="zenml-compute-engines register && zenml feature-store register bq --flavor=bigquery"):
         compute_engine("bigquery")

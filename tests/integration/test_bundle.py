@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
-from flavors import EngineError, compute_engine
-from flavors.engine import live_engines
+from zenml_compute_engines import EngineError, compute_engine
+from zenml_compute_engines.flavors.engine import live_engines
 from tests.support import zenml_env
 from tests.support.dask_cluster import leftover_workers, wait_until_gone
 

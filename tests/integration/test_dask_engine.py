@@ -14,8 +14,8 @@ import uuid
 import pandas as pd
 import pytest
 
-from flavors import EngineError, compute_engine
-from flavors.engine import live_engines
+from zenml_compute_engines import EngineError, compute_engine
+from zenml_compute_engines.flavors.engine import live_engines
 from tests.support import zenml_env
 from tests.support.dask_cluster import ROOT, leftover_workers, wait_until_gone
 from tests.support.ports import free_port, is_loopback
@@ -52,7 +52,7 @@ def test_owned_cluster_is_shared_by_the_run_and_stopped(dask_stack):
     import dask.dataframe as dd
     from zenml.client import Client
 
-    from materializers import dataset
+    from zenml_compute_engines.materializers import dataset
     from tests.integration.dask_pipelines import frame_pipeline
 
     stack = dask_stack(**TINY)
@@ -109,8 +109,8 @@ def test_materializer_keeps_values_dtypes_order_and_index(zen):
     import dask.dataframe as dd
     from zenml.client import Client
 
-    from materializers import dataset
-    from materializers.dask_dataframe import DaskDataFrameMaterializer
+    from zenml_compute_engines.materializers import dataset
+    from zenml_compute_engines.materializers.dask_dataframe import DaskDataFrameMaterializer
 
     store = Client().active_stack.artifact_store
     n = 36

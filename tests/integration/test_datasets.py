@@ -47,6 +47,7 @@ def run_pipeline(name: str, stack_id: Any, log: Path, timeout: float = 300, **kw
         result = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, timeout=timeout)
     output = log.read_text(errors="replace")
     assert result.returncode == 0, output[-4000:]
+    assert "BARE_MODULES []" in output, output[-4000:]
     run_id = next(line.split()[1] for line in output.splitlines() if line.startswith("RUN_ID "))
     return Client().get_pipeline_run(run_id)
 
@@ -54,6 +55,23 @@ def run_pipeline(name: str, stack_id: Any, log: Path, timeout: float = 300, **kw
 @pytest.fixture(scope="module")
 def engine_stacks(zen) -> Dict[str, Any]:
     return {engine: zenml_env.register_engine_stack(engine, config).id for engine, config in ENGINES.items()}
+
+
+def test_a_run_from_this_checkout_records_and_imports_our_modules_by_their_installed_names(engine_stacks, zen, tmp_path):
+    """This checkout is the source root, where ZenML names a class by its file's path
+    (`materializers.dask_dataframe`); ours must be recorded as installed, and the run must
+    import nothing under the bare names (`run_pipeline` checks that for every run)."""
+    from zenml.enums import StackComponentType
+
+    run = run_pipeline("round_trip", engine_stacks["dask"], tmp_path / "round-trip.log", engine="dask", n=100)
+    artifact = run.steps["make_dask"].outputs["frame"][0]
+    assert artifact.materializer.import_path == (
+        "zenml_compute_engines.materializers.dask_dataframe.DaskDataFrameMaterializer"
+    )
+    assert artifact.materializer.package_name == "zenml-compute-engines"
+    assert artifact.load()["id"].sum().compute() == sum(range(100))
+    flavor = zen.get_flavor_by_name_and_type("dask", StackComponentType.FEATURE_STORE)
+    assert flavor.source == "zenml_compute_engines.flavors.dask.flavor.DaskEngineFlavor"
 
 
 @pytest.mark.slow
@@ -83,7 +101,7 @@ def test_every_writer_loads_as_every_type(engine_stacks, tmp_path):
 
 
 def test_manifest_schema_is_engine_neutral():
-    from materializers.dataset import neutral_schema
+    from zenml_compute_engines.materializers.dataset import neutral_schema
 
     written_by_dask = pa.schema(
         [("s", pa.large_string()), ("l", pa.large_list(pa.large_string())), ("m", pa.struct([("b", pa.large_binary())]))]
@@ -101,7 +119,7 @@ def test_manifest_schema_is_engine_neutral():
 def test_engines_save_and_load_on_object_stores(store, engine, request, tmp_path, zen):
     from zenml.client import Client
 
-    from materializers import dataset
+    from zenml_compute_engines.materializers import dataset
 
     server = request.getfixturevalue(f"{store}_server")
     stack = activate_store_stack(store, server, engine, ENGINES[engine])
@@ -146,7 +164,7 @@ def _row_groups(uri: str, manifest: Any) -> List[int]:
 
     import pyarrow.parquet as pq
 
-    from materializers.readers import paths
+    from zenml_compute_engines.materializers.readers import paths
 
     artifact_store = Client().active_stack.artifact_store
     counts = []
@@ -162,7 +180,7 @@ def test_a_spark_cluster_writes_s3_from_its_executors_in_python(s3_server, spark
     `mapInArrow` tasks write the part files with pyarrow + fsspec, straight to the store."""
     from zenml.client import Client
 
-    from materializers import dataset
+    from zenml_compute_engines.materializers import dataset
 
     stack = activate_store_stack("s3", s3_server, "spark", {"master": spark_cluster.master_url, "ui_enabled": False})
     # Two partitions span several of the 10,000-row Arrow batches Spark hands to Python.
@@ -202,8 +220,8 @@ def test_a_save_killed_midway_on_s3_never_loads_as_complete(s3_server, tmp_path,
     import pandas as pd
     from zenml.client import Client
 
-    from materializers import dataset
-    from materializers.dask_dataframe import DaskDataFrameMaterializer
+    from zenml_compute_engines.materializers import dataset
+    from zenml_compute_engines.materializers.dask_dataframe import DaskDataFrameMaterializer
 
     stack = activate_store_stack("s3", s3_server, "dask", ENGINES["dask"])
     artifact_store = Client().active_stack.artifact_store
@@ -242,10 +260,10 @@ def test_materializer_contract_spark_dask_arrow_pandas(zen, spark_stack):
     from pyspark.sql import DataFrame
     from zenml.client import Client
 
-    from flavors import spark_session
-    from materializers.arrow_table import ArrowTableMaterializer, PandasDatasetMaterializer
-    from materializers.dask_dataframe import DaskDataFrameMaterializer
-    from materializers.spark_dataframe import SparkDataFrameMaterializer
+    from zenml_compute_engines import spark_session
+    from zenml_compute_engines.materializers.arrow_table import ArrowTableMaterializer, PandasDatasetMaterializer
+    from zenml_compute_engines.materializers.dask_dataframe import DaskDataFrameMaterializer
+    from zenml_compute_engines.materializers.spark_dataframe import SparkDataFrameMaterializer
     from tests.integration.dataset_pipelines import spark_to_arrow
 
     spark_stack(master="local[2]", ui_enabled=False)
@@ -272,7 +290,7 @@ def test_spark_names_the_column_it_cannot_represent(zen, spark_stack):
     from pyspark.sql import DataFrame
     from zenml.client import Client
 
-    from materializers.arrow_table import ArrowTableMaterializer
+    from zenml_compute_engines.materializers.arrow_table import ArrowTableMaterializer
 
     spark_stack(master="local[2]", ui_enabled=False)
     store = Client().active_stack.artifact_store
@@ -288,7 +306,7 @@ def test_spark_names_the_column_it_cannot_represent(zen, spark_stack):
 def test_a_type_outside_the_matrix_is_refused_clearly(zen):
     from zenml.client import Client
 
-    from materializers.arrow_table import ArrowTableMaterializer
+    from zenml_compute_engines.materializers.arrow_table import ArrowTableMaterializer
 
     store = Client().active_stack.artifact_store
     materializer = ArrowTableMaterializer(f"{store.path}/x", artifact_store=store)

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from flavors import prestart
-from flavors.engine import live_engines
+from zenml_compute_engines.flavors import prestart
+from zenml_compute_engines.flavors.engine import live_engines
 from tests.support import zenml_env
 from tests.support.dask_cluster import leftover_workers
 from tests.support.ports import free_port

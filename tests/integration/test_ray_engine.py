@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from flavors import compute_engine
+from zenml_compute_engines import compute_engine
 from tests.support import zenml_env
 from tests.support.ports import free_port
 from tests.support.zenml_env import describe
@@ -122,7 +122,7 @@ def test_owned_engine_one_init_per_run_dataset_artifacts_and_teardown(ray_stack,
     assert summary["address"] == meta["address"]
 
     # Dataset artifacts are in the shared format: Ray's part files plus the manifest.
-    from materializers import dataset
+    from zenml_compute_engines.materializers import dataset
 
     artifact = run.steps["double"].outputs["output"][0]
     manifest = dataset.read_manifest(_store(), artifact.uri)
@@ -148,7 +148,7 @@ def test_materializer_contract_and_materialized_datasets(ray_stack):
     `from_items` and `.materialize()` return) loads back as one."""
     from ray.data.dataset import MaterializedDataset
 
-    from materializers.ray_dataset import RayDatasetMaterializer
+    from zenml_compute_engines.materializers.ray_dataset import RayDatasetMaterializer
     from tests.support.contract import check_materializer_contract
 
     ray_stack(**SMALL)
@@ -205,7 +205,7 @@ def test_failing_step_shuts_the_owned_engine_down(ray_stack):
 def test_an_owned_ray_counts_as_gone_once_its_gcs_died(ray_stack):
     """Between steps the engine asks whether its Ray still runs (a step on a dead one would
     end the process); for an owned Ray it asks the daemons it started, not the network."""
-    from flavors.engine import live_engines
+    from zenml_compute_engines.flavors.engine import live_engines
 
     ray_stack(**SMALL)
     engine = compute_engine("ray")
@@ -228,9 +228,9 @@ def test_a_ray_whose_stop_gave_up_stays_ours_and_is_never_adopted(ray_stack, mon
     """A stop of ours that gives up at its bound leaves `ray.shutdown()` running, and Ray
     still initialized meanwhile; the next start must not take that Ray for one the user
     initialized (its handle may be dead), but wait for the stop and start a Ray of its own."""
-    from flavors import engine as core
-    from flavors.engine import live_engines
-    from flavors.ray.engine import RayEngine
+    from zenml_compute_engines.flavors import engine as core
+    from zenml_compute_engines.flavors.engine import live_engines
+    from zenml_compute_engines.flavors.ray.engine import RayEngine
 
     ray_stack(**SMALL)
     engine = compute_engine("ray")
@@ -313,7 +313,7 @@ def test_engine_free_steps_do_not_start_ray(ray_stack, init_calls):
 
 
 def test_ray_initialized_by_the_user_is_adopted_and_never_shut_down(ray_stack, init_calls):
-    from flavors.ray.engine import _loopback_node_ip
+    from zenml_compute_engines.flavors.ray.engine import _loopback_node_ip
 
     with _loopback_node_ip(True):
         ray.init(address="local", num_cpus=1, object_store_memory=100 * 1024 * 1024, include_dashboard=False)
@@ -420,7 +420,7 @@ def test_ray_client_address_runs_tasks_and_dataset_artifacts(ray_cluster, ray_st
 
 def _session_error() -> tuple:
     """(seconds until compute_engine("ray").session() raised EngineError, its message)."""
-    from flavors import EngineError, compute_engine
+    from zenml_compute_engines import EngineError, compute_engine
 
     started = time.monotonic()
     with pytest.raises(EngineError) as error:
@@ -476,8 +476,8 @@ def test_silent_port_fails_within_startup_timeout(ray_stack):
 
 def test_importing_flavors_imports_no_ray():
     code = (
-        "import sys, flavors\n"
-        "from flavors import RayEngineConfig, RayEngineFlavor, RayEngineSettings, ray_runtime\n"
+        "import sys\n"
+        "from zenml_compute_engines import RayEngineConfig, RayEngineFlavor, RayEngineSettings, ray_runtime\n"
         "RayEngineFlavor().config_class(address='127.0.0.1:6379')\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'pyspark', 'dask'))\n"
         "assert not bad, bad\n"

@@ -14,8 +14,8 @@ import pytest
 
 from zenml import pipeline, step
 
-from flavors import EngineError, compute_engine, shutdown_engines, spark_session
-from flavors.engine import live_engines
+from zenml_compute_engines import EngineError, compute_engine, shutdown_engines, spark_session
+from zenml_compute_engines.flavors.engine import live_engines
 from tests.integration import pipelines as P
 from tests.support.ports import free_port, listening_ips
 from tests.support.spark_cluster import StandaloneCluster
@@ -164,7 +164,7 @@ def test_step_metadata_describes_the_engine_without_secrets(spark_stack, spark_c
 def test_a_session_the_user_started_is_attached_and_never_stopped(spark_stack):
     from pyspark.sql import SparkSession
 
-    from flavors.spark.engine import shutdown_driver_jvm
+    from zenml_compute_engines.flavors.spark.engine import shutdown_driver_jvm
 
     spark_stack(**LOCAL)
     mine = SparkSession.builder.master("local[1]").appName("user-session").getOrCreate()
@@ -208,7 +208,7 @@ def test_a_context_stopped_inside_the_jvm_is_started_again_for_the_next_step(spa
 
 def test_no_engine_on_the_stack_says_how_to_register_one(zen):
     zen.activate_stack("default")
-    with pytest.raises(EngineError, match="zenml feature-store flavor register flavors.SparkEngineFlavor"):
+    with pytest.raises(EngineError, match="zenml-compute-engines register && zenml feature-store register spark_local --flavor=spark"):
         compute_engine("spark")
 
 

@@ -16,7 +16,7 @@ def check_materializer_contract(materializer_class: Any, data: Any, data_type: A
     from zenml.enums import VisualizationType
     from zenml.metadata.metadata_types import MetadataTypeTuple
 
-    from materializers import dataset
+    from zenml_compute_engines.materializers import dataset
 
     uri = f"{store.path}/contract-{uuid.uuid4().hex[:8]}"
     store.makedirs(uri)

@@ -14,25 +14,15 @@ import psutil
 
 ROOT_DIR = str(Path(__file__).resolve().parents[2])
 
-FLAVOR_SOURCES = {
-    "spark": "flavors.SparkEngineFlavor",
-    "dask": "flavors.DaskEngineFlavor",
-    "ray": "flavors.RayEngineFlavor",
-    "bigquery": "flavors.BigQueryEngineFlavor",
-    "engines": "flavors.EngineBundleFlavor",
-}
 
 
 def setup() -> Any:
     from zenml.client import Client
-    from zenml.enums import StackComponentType
 
-    client = Client()
-    existing = {f.name for f in client.get_flavors_by_type(StackComponentType.FEATURE_STORE)}
-    for name, source in FLAVOR_SOURCES.items():
-        if name not in existing:
-            client.create_flavor(source=source, component_type=StackComponentType.FEATURE_STORE)
-    return client
+    from zenml_compute_engines.flavors.registration import register_flavors
+
+    register_flavors()
+    return Client()
 
 
 def register_engine_stack(
@@ -87,7 +77,7 @@ def process_per_step_orchestrator() -> str:
 
 
 def teardown_engines() -> None:
-    from flavors.engine import shutdown_engines
+    from zenml_compute_engines.flavors.engine import shutdown_engines
 
     shutdown_engines()
 
@@ -228,7 +218,7 @@ def manifest_of(artifact: Any) -> Any:
     """The dataset manifest of a stored artifact version."""
     from zenml.client import Client
 
-    from materializers import dataset
+    from zenml_compute_engines.materializers import dataset
 
     return dataset.read_manifest(Client().active_stack.artifact_store, artifact.uri)
 

@@ -16,10 +16,10 @@ from types import SimpleNamespace
 import pytest
 from pydantic import ValidationError
 
-from flavors import BigQueryEngineConfig, BigQueryEngineSettings
-from flavors.bigquery import names
-from flavors.sizes import format_bytes, parse_bytes
-from materializers import BigQueryDataset
+from zenml_compute_engines import BigQueryEngineConfig, BigQueryEngineSettings
+from zenml_compute_engines.flavors.bigquery import names
+from zenml_compute_engines.flavors.sizes import format_bytes, parse_bytes
+from zenml_compute_engines import BigQueryDataset
 from tests.support.zenml_env import ROOT_DIR
 
 # A finished query job as BigQuery returns it (jobs.get), trimmed to what we read.
@@ -61,7 +61,7 @@ RECORDED_DRY_RUN = {
 def _client(**policy):
     from google.auth.credentials import AnonymousCredentials
 
-    from flavors.bigquery.client import EngineClient, JobPolicy, StorageAccess
+    from zenml_compute_engines.flavors.bigquery.client import EngineClient, JobPolicy, StorageAccess
 
     return EngineClient(
         project="acme-analytics",
@@ -196,7 +196,7 @@ def test_sizes():
 def test_guard_refuses_a_recorded_full_scan_estimate():
     from google.cloud import bigquery
 
-    from flavors.bigquery.client import JobPolicy, QueryCostError, check_estimate
+    from zenml_compute_engines.flavors.bigquery.client import JobPolicy, QueryCostError, check_estimate
 
     client = _client()
     dry = bigquery.QueryJob.from_api_repr(RECORDED_DRY_RUN, client)
@@ -215,7 +215,7 @@ def test_guard_refuses_a_recorded_full_scan_estimate():
 def test_job_facts_from_a_recorded_job():
     from google.cloud import bigquery
 
-    from flavors.bigquery.client import JobRecord, job_facts, scope_facts, JobScope, JobPolicy
+    from zenml_compute_engines.flavors.bigquery.client import JobRecord, job_facts, scope_facts, JobScope, JobPolicy
 
     client = _client()
     job = bigquery.QueryJob.from_api_repr(RECORDED_QUERY_JOB, client)
@@ -290,7 +290,7 @@ def test_application_default_credentials_from_a_key_file(tmp_path, monkeypatch):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from flavors.bigquery import credentials
+    from zenml_compute_engines.flavors.bigquery import credentials
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
@@ -313,8 +313,8 @@ def test_application_default_credentials_from_a_key_file(tmp_path, monkeypatch):
 
 
 def test_a_malformed_key_is_refused_without_echoing_it():
-    from flavors.bigquery import credentials
-    from flavors.engine import EngineError
+    from zenml_compute_engines.flavors.bigquery import credentials
+    from zenml_compute_engines.flavors.engine import EngineError
 
     component = SimpleNamespace(
         name="bq",

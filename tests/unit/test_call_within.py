@@ -1,11 +1,11 @@
-"""`flavors.engine._call_within`, which bounds every engine start: what happens to a call
+"""`zenml_compute_engines.flavors.engine._call_within`, which bounds every engine start: what happens to a call
 that outlives its deadline (the start it runs cannot be interrupted)."""
 
 import threading
 
 import pytest
 
-from flavors.engine import _call_within, _DeadlinePassed
+from zenml_compute_engines.flavors.engine import _call_within, _DeadlinePassed
 
 
 def test_a_result_in_time_is_returned_and_not_handed_on():

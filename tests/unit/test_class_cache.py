@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from flavors.spark import class_cache
+from zenml_compute_engines.flavors.spark import class_cache
 
 
 @pytest.fixture

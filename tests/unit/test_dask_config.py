@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from flavors import DaskEngineConfig, DaskEngineFlavor, DaskEngineSettings
+from zenml_compute_engines import DaskEngineConfig, DaskEngineFlavor, DaskEngineSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,8 +124,8 @@ def test_registration_rejects_a_malformed_address(zen):
 
 def test_importing_flavors_imports_no_dask():
     code = (
-        "import sys, flavors\n"
-        "from flavors import DaskEngineFlavor, dask_client\n"
+        "import sys\n"
+        "from zenml_compute_engines import DaskEngineFlavor, dask_client\n"
         "engine = DaskEngineFlavor().implementation_class\n"
         "DaskEngineFlavor().config_class(scheduler_address='tcp://127.0.0.1:8786')\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed'))\n"

@@ -74,7 +74,7 @@ def test_requirements_fall_back_to_our_range_when_the_local_version_is_absent_or
 
     from packaging.requirements import Requirement
 
-    from flavors.requirements import _pinned_to_local
+    from zenml_compute_engines.flavors.requirements import _pinned_to_local
 
     def fake_version(name):
         if name == "pyspark":

@@ -1,4 +1,4 @@
-"""Importing `flavors` or registering a flavor loads no engine library."""
+"""Importing the package or registering a flavor loads no engine library."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ HEAVY = ("pyspark", "ray", "dask", "distributed", "google.cloud")
 
 PROBE = f"""
 import sys
-import flavors
-import materializers
-from materializers import BigQueryDataset
+import zenml_compute_engines.materializers
+from zenml_compute_engines import (
+    BigQueryDataset, BigQueryEngineFlavor, DaskEngineFlavor, RayEngineFlavor, SparkEngineFlavor,
+)
 from zenml.enums import StackComponentType
-required = {{flavors.BigQueryEngineFlavor: {{"project": "p"}}}}
-for flavor_class in (flavors.SparkEngineFlavor, flavors.DaskEngineFlavor, flavors.RayEngineFlavor, flavors.BigQueryEngineFlavor):
+required = {{BigQueryEngineFlavor: {{"project": "p"}}}}
+for flavor_class in (SparkEngineFlavor, DaskEngineFlavor, RayEngineFlavor, BigQueryEngineFlavor):
     flavor = flavor_class()
     assert flavor.type == StackComponentType.FEATURE_STORE
     flavor.to_model(integration="custom", is_custom=True)  # what `flavor register` stores

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from flavors import prestart
+from zenml_compute_engines.flavors import prestart
 
 
 def test_a_store_session_entered_without_debug_logging_exits_with_it(tmp_path):

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from flavors import RayEngineConfig, RayEngineFlavor, RayEngineSettings
-from flavors.ray.flavor import OBJECT_STORE_MINIMUM_BYTES, RayRuntime, parse_address
+from zenml_compute_engines import RayEngineConfig, RayEngineFlavor, RayEngineSettings
+from zenml_compute_engines.flavors.ray.flavor import OBJECT_STORE_MINIMUM_BYTES, RayRuntime, parse_address
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -137,8 +137,8 @@ def test_runtime_repr_and_frozen():
 def test_flavor_modules_import_no_ray():
     code = (
         "import sys\n"
-        "import flavors, flavors.ray.flavor, flavors.context\n"
-        "flavors.RayEngineConfig(address='127.0.0.1:6379', object_store_memory='100MiB')\n"
+        "import zenml_compute_engines, zenml_compute_engines.flavors.ray.flavor, zenml_compute_engines.flavors.context\n"
+        "zenml_compute_engines.RayEngineConfig(address='127.0.0.1:6379', object_store_memory='100MiB')\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'pyspark', 'dask'))\n"
         "assert not bad, bad\n"
     )
@@ -167,7 +167,7 @@ def _failing(times: int, error: Exception, calls: list):
 
 
 def test_client_connect_retries_a_session_the_server_failed_to_spawn(monkeypatch):
-    from flavors.ray import engine
+    from zenml_compute_engines.flavors.ray import engine
 
     monkeypatch.setattr(engine, "_shutdown_ray", lambda: None)
     calls: list = []
@@ -177,7 +177,7 @@ def test_client_connect_retries_a_session_the_server_failed_to_spawn(monkeypatch
 
 
 def test_client_connect_gives_up_after_the_last_attempt_and_on_other_errors(monkeypatch):
-    from flavors.ray import engine
+    from zenml_compute_engines.flavors.ray import engine
 
     monkeypatch.setattr(engine, "_shutdown_ray", lambda: None)
     calls: list = []
@@ -192,7 +192,7 @@ def test_client_connect_gives_up_after_the_last_attempt_and_on_other_errors(monk
 
 
 def test_client_connect_stops_retrying_once_the_core_gave_up(monkeypatch):
-    from flavors.ray import engine
+    from zenml_compute_engines.flavors.ray import engine
 
     monkeypatch.setattr(engine, "_shutdown_ray", lambda: None)
     attempt = engine._Attempt()

@@ -9,7 +9,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from flavors import SparkEngineConfig
+from zenml_compute_engines import SparkEngineConfig
 from tests.support.zenml_env import ROOT_DIR
 
 

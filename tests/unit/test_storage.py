@@ -1,4 +1,4 @@
-"""Unit tests for flavors.storage (the artifact-store credentials bridge)."""
+"""Unit tests for zenml_compute_engines.flavors.storage (the artifact-store credentials bridge)."""
 
 import json
 import os
@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from flavors.storage import (
+from zenml_compute_engines.flavors.storage import (
     GCS_FS_IMPL,
     S3A_FS_IMPL,
     S3A_SIMPLE_PROVIDER,
@@ -257,9 +257,9 @@ def test_secret_markers_cover_requested_words():
 def test_module_import_is_light():
     # The package __init__ may import zenml; storage.py itself must add nothing heavy.
     code = (
-        "import sys, flavors\n"
+        "import sys, zenml_compute_engines.flavors\n"
         "before = set(sys.modules)\n"
-        "import flavors.storage\n"
+        "import zenml_compute_engines.flavors.storage\n"
         "new = set(sys.modules) - before\n"
         "heavy = ('pyspark', 'ray', 'dask', 'boto3', 'botocore', 's3fs', 'gcsfs', 'google', 'zenml')\n"
         "bad = sorted(m for m in new if m.split('.')[0] in heavy)\n"
@@ -331,7 +331,7 @@ def _reconstruction_args(filesystem):
 
 
 def test_pyarrow_s3_filesystem_carries_keys_and_path_style_endpoint():
-    from flavors.storage import pyarrow_filesystem
+    from zenml_compute_engines.flavors.storage import pyarrow_filesystem
 
     store = s3_store("AKIAFAKE", "s3cr3t", client_kwargs={"endpoint_url": "http://127.0.0.1:9000"})
     filesystem, scheme = pyarrow_filesystem(store)
@@ -343,7 +343,7 @@ def test_pyarrow_s3_filesystem_carries_keys_and_path_style_endpoint():
 
 
 def test_pyarrow_gcs_filesystem_for_a_loopback_emulator_is_anonymous(monkeypatch):
-    from flavors.storage import pyarrow_filesystem
+    from zenml_compute_engines.flavors.storage import pyarrow_filesystem
 
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:4443")
     filesystem, scheme = pyarrow_filesystem(FakeStore("gs://bucket/root", "gcp", None))
@@ -353,6 +353,6 @@ def test_pyarrow_gcs_filesystem_for_a_loopback_emulator_is_anonymous(monkeypatch
 
 
 def test_pyarrow_filesystem_is_none_for_local_stores():
-    from flavors.storage import pyarrow_filesystem
+    from zenml_compute_engines.flavors.storage import pyarrow_filesystem
 
     assert pyarrow_filesystem(FakeStore("/tmp/store", "local")) == (None, None)
