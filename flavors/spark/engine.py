@@ -10,6 +10,7 @@ import subprocess
 import sys
 import urllib.request
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Dict, Iterator, List, Optional, Tuple
 
 from zenml.logger import get_logger
@@ -25,6 +26,20 @@ if TYPE_CHECKING:
 logger = get_logger(__name__)
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class _DriverJvm:
+    """What this process's driver JVM (pyspark launches one per process) does with the
+    class archive: `class_cache` (None: nothing), or why not. Process-wide, like the JVM:
+    a warm start launches it through the component object ZenML built while preparing the
+    run, and a step stops it through its own."""
+
+    class_cache: Optional["JvmClassCache"] = None
+    why_not: str = ""
+
+
+_DRIVER_JVM = _DriverJvm()
 
 
 def _spark_value(value: Any) -> str:
@@ -183,9 +198,6 @@ class SparkEngine(BaseEngine):
     _set_connect_marker: ClassVar[bool] = False
     # What the standalone master's UI said when we last connected (None: not read).
     _cluster_version: Optional[str] = None
-    # What the running driver JVM does with the class archive (None: nothing), or why not.
-    _class_cache: Optional["JvmClassCache"] = None
-    _class_cache_why_not: str = ""
 
     @property
     def config(self) -> SparkEngineConfig:
@@ -254,7 +266,7 @@ class SparkEngine(BaseEngine):
         logging.getLogger("py4j").setLevel(logging.WARNING)
         if not self.config.is_connect and SparkContext._gateway is None:  # a driver JVM will launch
             self._plan_class_cache(conf)
-        cache = self._class_cache
+        cache = _DRIVER_JVM.class_cache
 
         def builder(with_cache: bool) -> Any:
             chosen = SparkSession.builder.appName(self.config.app_name)
@@ -289,13 +301,13 @@ class SparkEngine(BaseEngine):
                 # it, and drop the archive if that was the cause. Not for any other failure,
                 # nor for a start given up at its timeout (its abort already dropped the plan).
                 died_at_launch = "JAVA_GATEWAY_EXITED" in str(e)
-                if cache is None or cache.recording or not died_at_launch or self._class_cache is not cache:
+                if cache is None or cache.recording or not died_at_launch or _DRIVER_JVM.class_cache is not cache:
                     self._driver_jvm_gone(None)
                     raise
                 self._abort_start()
                 session = builder(with_cache=False).getOrCreate()
                 cache.discard()
-                self._class_cache_why_not = f"{cache.archive} would not load (removed)"
+                _DRIVER_JVM.why_not = f"{cache.archive} would not load (removed)"
         if self.config.is_connect and not connect_marker_was_set:
             # PySpark marks the whole process (and its children) as Connect-only and never
             # unmarks it for a remote server; we do on stop, so classic Spark can follow.
@@ -306,12 +318,12 @@ class SparkEngine(BaseEngine):
         """Decide what the driver JVM about to launch does with the class archive."""
         from zenml_compute_engines.flavors.spark import class_cache
 
-        self._class_cache, self._class_cache_why_not = None, ""
+        _DRIVER_JVM.class_cache, _DRIVER_JVM.why_not = None, ""
         if not self.config.jvm_class_cache:
-            self._class_cache_why_not = "off (jvm_class_cache=False)"
+            _DRIVER_JVM.why_not = "off (jvm_class_cache=False)"
             return
         if re.search(r"-XX:(SharedArchiveFile|ArchiveClassesAtExit)|-Xshare", conf.get("spark.driver.extraJavaOptions", "")):
-            self._class_cache_why_not = "the conf's spark.driver.extraJavaOptions sets class-data sharing"
+            _DRIVER_JVM.why_not = "the conf's spark.driver.extraJavaOptions sets class-data sharing"
             return
         from zenml.client import Client
 
@@ -322,7 +334,7 @@ class SparkEngine(BaseEngine):
         cache, why_not = class_cache.plan(
             conf.get("spark.driver.extraClassPath", ""), may_record=orchestrator.flavor == "local"
         )
-        self._class_cache, self._class_cache_why_not = cache, why_not
+        _DRIVER_JVM.class_cache, _DRIVER_JVM.why_not = cache, why_not
         if cache is not None and cache.recording:
             logger.info(
                 "Recording the Spark driver JVM's classes in %s, once for this Spark and Java: this "
@@ -330,10 +342,10 @@ class SparkEngine(BaseEngine):
             )
 
     def _recording(self) -> bool:
-        return self._class_cache is not None and self._class_cache.recording
+        return _DRIVER_JVM.class_cache is not None and _DRIVER_JVM.class_cache.recording
 
     def _driver_jvm_gone(self, returncode: Optional[int]) -> None:
-        cache, self._class_cache = self._class_cache, None
+        cache, _DRIVER_JVM.class_cache = _DRIVER_JVM.class_cache, None
         if cache is not None:
             cache.jvm_exited(returncode)
 
@@ -429,11 +441,11 @@ class SparkEngine(BaseEngine):
             )
             return facts
         context = handle.sparkContext
-        if self._class_cache is not None:
+        if _DRIVER_JVM.class_cache is not None:
             process = getattr(context._gateway, "proc", None)
-            facts["jvm_class_cache"] = self._class_cache.state(getattr(process, "pid", None))
-        elif self._class_cache_why_not:
-            facts["jvm_class_cache"] = f"not used: {self._class_cache_why_not}"
+            facts["jvm_class_cache"] = _DRIVER_JVM.class_cache.state(getattr(process, "pid", None))
+        elif _DRIVER_JVM.why_not:
+            facts["jvm_class_cache"] = f"not used: {_DRIVER_JVM.why_not}"
         facts.update(
             master=context.master,
             address=context.master,

@@ -81,3 +81,10 @@ def engine_free_then_dask_pipeline() -> None:
 @pipeline(enable_cache=False)
 def engine_free_only_pipeline() -> None:
     no_engine()
+
+
+if __name__ == "__main__":
+    # python -m tests.integration.prestart_pipelines <pipeline>: a fresh process whose
+    # pipeline call is the first thing to load the stack (ZENML_ACTIVE_STACK_ID names it).
+    run = globals()[sys.argv[1]]()
+    print("RUN_ID", run.id, flush=True)

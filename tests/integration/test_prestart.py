@@ -49,6 +49,39 @@ def test_a_spark_run_begins_its_engine_before_its_first_step(stack, prestart_log
     assert live_engines() == {} and zenml_env.java_children(settle_s=10) == []
 
 
+@pytest.mark.slow  # records a class archive of its own: a start and a stop about 25 s longer
+def test_the_first_run_with_default_options_records_the_class_archive_and_the_next_maps_it(zen, tmp_path):
+    """A user's plain script on a stack with a default Spark component: the warm start
+    launches the driver JVM through the component object ZenML built while preparing the
+    run, and the step's component object stops it. The recording must survive that."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from zenml.client import Client
+
+    stack_id = zenml_env.register_engine_stack("spark", {}).id
+    env = {**os.environ, "ZENML_ENGINES_CACHE_DIR": str(tmp_path), "ZENML_ACTIVE_STACK_ID": str(stack_id)}
+    states = []
+    for attempt in ("first", "second"):
+        done = subprocess.run(
+            [sys.executable, "-m", "tests.integration.prestart_pipelines", "spark_typed_pipeline"],
+            cwd=zenml_env.ROOT_DIR, env=env, capture_output=True, text=True, timeout=300,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        run_id = next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("RUN_ID "))
+        facts = zenml_env.step_metadata(Client().get_pipeline_run(run_id), "spark_frame")
+        assert facts["prestarted"] is True, json.dumps(facts)
+        states.append(facts["jvm_class_cache"])
+        if attempt == "first":
+            # Whole and in place: the recording JVM exited cleanly; no claim or part file left.
+            files = sorted(path.name for path in (tmp_path / "spark-jvm").iterdir())
+            assert len(files) == 1 and files[0].endswith(".jsa"), files
+    assert states == ["recording", "used"]
+    assert zenml_env.java_children(settle_s=10) == []
+
+
 def test_the_last_run_of_a_pipeline_tells_which_engines_the_next_will_use(stack, prestart_log):
     from tests.integration.prestart_pipelines import untyped_dask_pipeline
 
