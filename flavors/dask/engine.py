@@ -6,13 +6,14 @@ loading the component never imports them (DESIGN.md §3).
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import socket
 import sys
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from zenml.logger import get_logger
 
@@ -28,6 +29,57 @@ LOOPBACK = "127.0.0.1"
 # Set on every Client this module creates, so it is never mistaken for a user's client.
 _OURS = "_zenml_compute_engine"
 _ANNOTATION_WARNING = r"Dask annotations .* detected"
+
+
+def _refuse_an_unguarded_script() -> None:
+    """Fail before any worker process starts when the script running the pipeline calls it
+    at module level, outside `if __name__ == "__main__":`. Dask starts its workers with
+    multiprocessing's spawn (or forkserver), which imports that script again in each new
+    process, where the unguarded call would begin a pipeline run of its own."""
+    import dask
+
+    method = dask.config.get("distributed.worker.multiprocessing-method", "spawn")
+    found = _unguarded_main_call() if method in ("spawn", "forkserver") else None
+    if found is not None:
+        path, line = found
+        raise EngineError(
+            f"{path}, line {line}, runs the pipeline when the script is imported: Dask's worker "
+            f"processes ({method}) import your script again and would each run the pipeline too. "
+            "Wrap the pipeline call in `if __name__ == \"__main__\":`."
+        )
+
+
+def _unguarded_main_call() -> Optional[Tuple[str, int]]:
+    """(file, line) of the statement of the script (`__main__`, a file) that the main thread
+    is executing, when it is module-level code outside an `if __name__ == "__main__":`
+    block; None otherwise (a notebook, `python -c`, a guarded call)."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    frame = sys._current_frames().get(threading.main_thread().ident)
+    while frame is not None and not (frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__main__"):
+        frame = frame.f_back
+    if frame is None or not path:
+        return None
+    line = frame.f_lineno
+    try:
+        with open(path, encoding="utf-8") as source:
+            tree = ast.parse(source.read())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    guarded = any(
+        isinstance(node, ast.If) and _is_main_guard(node.test) and node.lineno <= line <= (node.end_lineno or line)
+        for node in tree.body
+    )
+    return None if guarded else (path, line)
+
+
+def _is_main_guard(test: ast.expr) -> bool:
+    """`__name__ == "__main__"` (either way round)."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    return any(isinstance(side, ast.Name) and side.id == "__name__" for side in sides) and any(
+        isinstance(side, ast.Constant) and side.value == "__main__" for side in sides
+    )
 
 
 @dataclass(eq=False)
@@ -169,6 +221,8 @@ class DaskEngine(BaseEngine):
         from distributed import Client, LocalCluster
 
         config = self.config
+        if config.processes:
+            _refuse_an_unguarded_script()
         attempt = self._attempt = _StartAttempt()
         worker_kwargs: Dict[str, Any] = {}
         if config.memory_limit != "auto":  # LocalCluster's own "auto" splits memory among workers

@@ -355,3 +355,52 @@ def test_step_settings_apply_to_their_step_only(dask_stack):
         missing_resource_pipeline()
     failed = zenml_env.step_error(Client().get_pipeline("missing_resource_pipeline").last_run.steps["wants_missing_resource"])
     assert "'gpu': 1" in failed.message and "worker_resources" in failed.message
+
+
+# ---- a user's script -------------------------------------------------------------------
+
+SCRIPT = '''
+import dask.dataframe as dd
+import pandas as pd
+from zenml import pipeline, step
+from zenml_compute_engines import dask_client
+
+
+@step
+def total(n: int) -> int:
+    frame = dd.from_pandas(pd.DataFrame({"x": range(n)}), npartitions=2)
+    return int(dask_client().compute(frame.x.sum()).result())
+
+
+@pipeline(enable_cache=False)
+def script_pipeline(n: int = 10) -> None:
+    total(n)
+
+
+'''
+
+
+@pytest.mark.parametrize("guarded", [False, True], ids=["unguarded", "guarded"])
+def test_a_script_calling_the_pipeline_at_module_level_fails_once_naming_the_guard(zen, tmp_path, guarded):
+    """Dask's worker processes import the user's script again (spawn); an unguarded
+    pipeline call there would start a run in each. Refused before any worker starts."""
+    from zenml.client import Client
+
+    call = 'if __name__ == "__main__":\n    script_pipeline()\n' if guarded else "script_pipeline()\n"
+    (tmp_path / "run.py").write_text(SCRIPT + call)
+    stack = zenml_env.register_engine_stack("dask", {"n_workers": 1, "threads_per_worker": 1, "memory_limit": "1GiB"})
+    env = {**os.environ, "ZENML_ACTIVE_STACK_ID": str(stack.id), "ZENML_CUSTOM_SOURCE_ROOT": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "run.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    output = done.stdout + done.stderr
+    runs = Client().list_pipeline_runs(stack_id=stack.id, size=10).items
+    assert len(runs) == 1, [run.name for run in runs]  # no run begun by a re-imported script
+    if guarded:
+        assert done.returncode == 0, output[-3000:]
+    else:
+        assert done.returncode != 0
+        fix = "run.py, line 19, runs the pipeline when the script is imported"
+        assert fix in output and 'Wrap the pipeline call in `if __name__ == "__main__":`' in output, output[-3000:]
+        assert "Nanny failed to start" not in output
+    assert leftover_workers() == []
