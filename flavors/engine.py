@@ -301,10 +301,12 @@ class BaseEngine(HostedInFeatureStoreSlot):
     @property
     def requirements(self) -> Set[str]:
         """pip requirements of the engine's steps: ZenML installs them in the image of a
-        remote orchestrator (the pins of this package's extra for the engine)."""
-        from zenml_compute_engines.flavors.requirements import extra_requirements
+        remote orchestrator (this package with the engine's extra, and that extra's
+        requirements pinned to the versions installed here)."""
+        from zenml_compute_engines.flavors.requirements import extra_requirements, own_requirement
 
-        return set(extra_requirements(self.pip_extra))
+        ours = own_requirement(self.pip_extra)
+        return set(extra_requirements(self.pip_extra)) | ({ours} if ours else set())
 
     @property
     def apt_packages(self) -> List[str]:

@@ -1,5 +1,5 @@
-"""What an engine's steps need installed where they run: the pip requirements of the
-engine's extra of this package and system packages.
+"""What an engine's steps need installed where they run: this package with the engine's
+extra, the pip requirements of that extra, and system packages.
 
 A requirement is pinned to the version installed where the pipeline is submitted when
 that version is in our range: an image must run the pyspark or Ray the user developed
@@ -14,9 +14,14 @@ from __future__ import annotations
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, FrozenSet, List
+from typing import Any, FrozenSet, List, Optional
 
-DISTRIBUTION = "zenml-compute-engines"
+from zenml.logger import get_logger
+
+from zenml_compute_engines.flavors.sources import DISTRIBUTION, installed_version
+
+logger = get_logger(__name__)
+_PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 @lru_cache(maxsize=None)
@@ -55,7 +60,7 @@ def _pinned_to_local(requirement: Any) -> Any:
 
 
 def _declared() -> List[str]:
-    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    pyproject = _PACKAGE_DIR.parent / "pyproject.toml"
     if pyproject.exists() and sys.version_info >= (3, 11):  # tomllib is 3.11+
         import tomllib
 
@@ -67,3 +72,28 @@ def _declared() -> List[str]:
     from importlib.metadata import requires
 
     return list(requires(DISTRIBUTION) or [])
+
+
+@lru_cache(maxsize=None)
+def own_requirement(extra: str) -> Optional[str]:
+    """This distribution with `extra`, pinned to the installed version, for an image; None
+    when its code lies inside the pipeline's source root (this repository, installed
+    editable): no index serves that code, and the image installs it from the copy ZenML
+    makes of the source root, which is said once in the log."""
+    import site
+
+    from zenml.utils import source_utils
+
+    installed_dirs = [Path(d).resolve() for d in [*site.getsitepackages(), site.getusersitepackages()]]
+    in_site_packages = any(d in _PACKAGE_DIR.parents for d in installed_dirs)
+    source_root = Path(source_utils.get_source_root()).resolve()
+    if not in_site_packages and source_root in _PACKAGE_DIR.parents:
+        logger.info(
+            "%s is not installed from a package here but lies in the pipeline's source root (%s), "
+            "so images do not ask an index for it: have them install the copied code with "
+            "DockerSettings(local_project_install_command=\"pip install --no-deps .\").",
+            DISTRIBUTION, source_root,
+        )
+        return None
+    version = installed_version()
+    return f"{DISTRIBUTION}[{extra}]=={version}" if version else f"{DISTRIBUTION}[{extra}]"

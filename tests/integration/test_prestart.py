@@ -30,7 +30,7 @@ def stack(zen):
 
 @pytest.fixture
 def prestart_log(caplog):
-    caplog.set_level(logging.INFO, logger="flavors")
+    caplog.set_level(logging.INFO, logger="zenml_compute_engines")
     return lambda: [r.getMessage() for r in caplog.records if "while ZenML prepares the run" in r.getMessage()]
 
 

@@ -1,7 +1,10 @@
 """What ZenML puts in a remote orchestrator's image for a stack with our engines.
 
 ZenML's own image builder writes the requirements files and the Dockerfile without a
-Docker daemon (there is none here); these tests read what it would install.
+Docker daemon (there is none here); these tests read what it would install. Here the
+package is installed editable from this checkout, the pipelines' source root, so the
+image is told to install it from the copied code; installed from a wheel, the image asks
+for `zenml-compute-engines[<extra>]==<version>` (tests/integration/test_user_repo.py).
 """
 
 from __future__ import annotations
@@ -43,12 +46,17 @@ def _image(stack_model):
 
 
 @pytest.mark.parametrize("engine", sorted(ENGINES))
-def test_the_image_installs_what_each_engine_needs(zen, engine):
+def test_the_image_installs_what_each_engine_needs(zen, engine, caplog):
+    from zenml_compute_engines.flavors.requirements import own_requirement
+
+    own_requirement.cache_clear()  # it says once per process where the package comes from
     config, library, apt = ENGINES[engine]
-    requirements, dockerfile = _image(zenml_env.register_engine_stack(engine, config))
+    with caplog.at_level("INFO", logger="zenml_compute_engines"):
+        requirements, dockerfile = _image(zenml_env.register_engine_stack(engine, config))
     assert library in requirements
     assert BASE <= requirements
     assert not any(line.startswith(("zenml-compute-engines", "zenml=")) for line in requirements)
+    assert 'local_project_install_command="pip install --no-deps ."' in caplog.text
     for package in apt:
         assert "apt-get install" in dockerfile and package in dockerfile
     if not apt:
