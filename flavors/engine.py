@@ -373,9 +373,17 @@ class BaseEngine(HostedInFeatureStoreSlot):
         """The handle a step gets; flavors isolate per-step options here."""
         return live.handle
 
-    def _release_step_view(self, live: LiveEngine, view: Any, step_failed: bool) -> None:
-        """Release what `_step_view` created for a step that is over (after its outputs
-        are saved); `step_failed` says whether the step failed or was interrupted."""
+    def _release_step_view(self, live: LiveEngine, view: Any, step_run_id: UUID, step_failed: bool) -> None:
+        """Release what `_step_view` created for step `step_run_id`, which is over (after its
+        outputs are saved); `step_failed` says whether it failed or was interrupted."""
+
+    def _cancel_step_work(self, live: LiveEngine, view: Any, step_run_id: UUID) -> List[str]:
+        """Cancel what the failed or interrupted step `step_run_id` submitted to the engine
+        and what of it still runs or waits (Spark: its jobs, Dask: its futures, Ray: its
+        tasks), never another step's or another pipeline's work; returns what was cancelled,
+        for the log. Called before the step's failure reaches the user, whatever `reuse`
+        and `teardown` say, within a bound. Nothing by default."""
+        return []
 
     def _step_facts(self, live: LiveEngine, view: Any) -> Dict[str, Any]:
         """Facts about what this step did with the engine (jobs, bytes), for its metadata."""
@@ -517,12 +525,15 @@ class BaseEngine(HostedInFeatureStoreSlot):
             prestart.discard(self)
         with _LOCK:
             live = _LIVE.get(self.id)
-            if live is None or live.run_id != info.run_id:
+            if live is None:
                 return
             view = live.step_views.pop(info.step_run_id, None)
             if view is not None:
-                self._release_step_view(live, view, step_failed)
-            if live.kept_for_inspection or self.config.reuse == "process":
+                if step_failed:
+                    self._cancel_within_bound(live, view, info)
+                self._release_step_view(live, view, info.step_run_id, step_failed)
+            # (An engine kept across runs, reuse=process, belongs to the run that started it.)
+            if live.run_id != info.run_id or live.kept_for_inspection or self.config.reuse == "process":
                 return
             if step_failed and self.config.teardown == "on_success":
                 live.kept_for_inspection = True
@@ -537,6 +548,25 @@ class BaseEngine(HostedInFeatureStoreSlot):
                 return
             if step_failed or self.config.reuse == "step" or _run_is_over(info):
                 self._close(live, reason="its run is over" if not step_failed else "a step failed")
+
+    def _cancel_within_bound(self, live: LiveEngine, view: Any, info: Any) -> None:
+        """`_cancel_step_work` for a step that failed or was interrupted: logged, bounded,
+        never raising (the step's own error is what the user must see)."""
+        try:
+            cancelled = _call_within(
+                _CANCEL_S, f"{self.kind}-cancel", self._cancel_step_work, live, view, info.step_run_id
+            )
+        except Exception as e:
+            logger.warning(
+                "Cancelling what step '%s' still ran on the %s engine of '%s' failed: %s",
+                info.pipeline_step_name, self.kind, self.name, e,
+            )
+            return
+        if cancelled:
+            logger.info(
+                "Step '%s' failed or was interrupted: cancelled its work on the %s engine of '%s' (%s).",
+                info.pipeline_step_name, self.kind, self.name, ", ".join(cancelled),
+            )
 
     # ---- the state machine ---------------------------------------------------------
 
@@ -655,6 +685,7 @@ _ABANDONED_STARTS: Dict[str, threading.Thread] = {}
 _UNRELEASED: Dict[str, Optional[threading.Thread]] = {}
 
 _BOUNDED_STOP_S = 10.0
+_CANCEL_S = 15.0
 
 
 class _DeadlinePassed(Exception):

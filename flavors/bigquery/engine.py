@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 from urllib.parse import urlsplit
+from uuid import UUID
 
 from zenml.logger import get_logger
 from zenml.steps.step_context import StepContext
@@ -151,10 +152,12 @@ class BigQueryEngine(BaseEngine):
             client.begin_step(self._policy(settings, context))
         return client
 
-    def _release_step_view(self, live: LiveEngine, view: "EngineClient", step_failed: bool) -> None:
-        scope = view.end_step()
-        if step_failed:
-            view.cancel_running(scope, why=f"step '{scope.policy.step}' failed")
+    def _cancel_step_work(self, live: LiveEngine, view: "EngineClient", step_run_id: UUID) -> List[str]:
+        scope = view.job_scope
+        return view.cancel_running(scope, why=f"step '{scope.policy.step}' failed")
+
+    def _release_step_view(self, live: LiveEngine, view: "EngineClient", step_run_id: UUID, step_failed: bool) -> None:
+        view.end_step()
 
     def _step_facts(self, live: LiveEngine, view: "EngineClient") -> Dict[str, Any]:
         from zenml_compute_engines.flavors.bigquery.client import scope_facts

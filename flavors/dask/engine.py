@@ -13,7 +13,8 @@ import sys
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
+from uuid import UUID
 
 from zenml.logger import get_logger
 
@@ -29,6 +30,18 @@ LOOPBACK = "127.0.0.1"
 # Set on every Client this module creates, so it is never mistaken for a user's client.
 _OURS = "_zenml_compute_engine"
 _ANNOTATION_WARNING = r"Dask annotations .* detected"
+
+
+_KEYS_BEFORE_STEP = "keys_before_step"
+
+
+def _held_keys(client: "Client") -> Set[Any]:
+    """The keys of the futures `client` holds, read on its event loop (which changes them)."""
+
+    async def read() -> Set[Any]:
+        return set(client.futures)
+
+    return client.sync(read)
 
 
 def _refuse_an_unguarded_script() -> None:
@@ -337,6 +350,10 @@ class DaskEngine(BaseEngine):
             annotations["resources"] = dict(settings.resources)
             self._check_resources(client, settings.resources)
         context = current_step_context()
+        if context is not None:
+            # What the client holds already: whatever it holds beyond that at the step's
+            # end, the step submitted (steps of one process run one after the other).
+            live.notes.setdefault(_KEYS_BEFORE_STEP, {})[context.step_run.id] = _held_keys(client)
         if annotations and context is not None:
             import dask
 
@@ -349,6 +366,22 @@ class DaskEngine(BaseEngine):
             # Runs when the StepContext exits: after the step's outputs were written.
             context._cleanup_registry.register_callback(_leave_annotations, manager)
         return client
+
+    def _cancel_step_work(self, live: LiveEngine, view: "Client", step_run_id: UUID) -> List[str]:
+        from distributed import Future
+
+        before = live.notes.get(_KEYS_BEFORE_STEP, {}).get(step_run_id)
+        if before is None or view.status != "running":
+            return []
+        # A future the interrupted step still references (its traceback keeps the frame
+        # alive) keeps its tasks queued; one it dropped is released by Dask itself.
+        keys = _held_keys(view) - before
+        if keys:
+            view.cancel([Future(key, view) for key in keys])
+        return [f"{len(keys)} future(s)"] if keys else []
+
+    def _release_step_view(self, live: LiveEngine, view: "Client", step_run_id: UUID, step_failed: bool) -> None:
+        live.notes.get(_KEYS_BEFORE_STEP, {}).pop(step_run_id, None)
 
     def _check_resources(self, client: "Client", wanted: Dict[str, float]) -> None:
         """Fail now instead of queueing tasks no current worker can ever run."""

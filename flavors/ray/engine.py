@@ -12,8 +12,9 @@ from contextlib import contextmanager
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, Dict, Iterator, List, Optional, Set
+from uuid import UUID
 
-from zenml_compute_engines.flavors.engine import BaseEngine, EngineError, LiveEngine, live_engines
+from zenml_compute_engines.flavors.engine import BaseEngine, EngineError, LiveEngine, current_step_context, live_engines
 from zenml_compute_engines.flavors.ray import reaper
 from zenml_compute_engines.flavors.ray.flavor import RayEngineConfig, RayEngineSettings, RayRuntime, _canonical, parse_address
 
@@ -168,6 +169,22 @@ def _http(url: Optional[str]) -> Optional[str]:
     if not url:
         return None
     return url if "://" in url else f"http://{url}"
+
+
+_REFS_BEFORE_STEP = "refs_before_step"
+
+
+def _driver_refs() -> Optional[Set[bytes]]:
+    """The object ids (hex) this driver references, or None where it cannot tell (a Ray
+    Client driver, or Ray's internals moved)."""
+    if _is_client_mode():
+        return None
+    try:
+        import ray
+
+        return set(ray._private.worker.global_worker.core_worker.get_all_reference_counts())
+    except AttributeError:
+        return None
 
 
 class _DriverThread:
@@ -550,6 +567,34 @@ class RayEngine(BaseEngine):
 
     def _step_view(self, live: LiveEngine, settings: RayEngineSettings) -> RayRuntime:
         handle: RayRuntime = live.handle
+        context = current_step_context()
+        if context is not None:
+            # What the driver references already: whatever it references beyond that at
+            # the step's end, the step submitted (steps of one process run one after another).
+            live.notes.setdefault(_REFS_BEFORE_STEP, {})[context.step_run.id] = _driver_refs()
         if dict(settings.remote_args) == dict(handle.remote_args):
             return handle
         return replace(handle, remote_args=MappingProxyType(dict(settings.remote_args)))
+
+    def _cancel_step_work(self, live: LiveEngine, view: RayRuntime, step_run_id: UUID) -> List[str]:
+        import ray
+        from ray._raylet import ObjectRef
+
+        before = live.notes.get(_REFS_BEFORE_STEP, {}).get(step_run_id)
+        now = _driver_refs()
+        if before is None or now is None or not ray.is_initialized():
+            return []
+        # A ref the interrupted step still holds (its traceback keeps the frame alive)
+        # keeps its task queued or running; cancelling a ref of a finished task or of a
+        # `ray.put` does nothing.
+        cancelled = 0
+        for object_id in now - before:
+            try:
+                ray.cancel(ObjectRef(bytes.fromhex(object_id.decode())), recursive=True)
+                cancelled += 1
+            except Exception:  # not a task's output, or already gone
+                continue
+        return [f"the tasks behind {cancelled} object ref(s)"] if cancelled else []
+
+    def _release_step_view(self, live: LiveEngine, view: RayRuntime, step_run_id: UUID, step_failed: bool) -> None:
+        live.notes.get(_REFS_BEFORE_STEP, {}).pop(step_run_id, None)

@@ -12,10 +12,11 @@ import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Dict, Iterator, List, Optional, Tuple
+from uuid import UUID
 
 from zenml.logger import get_logger
 
-from zenml_compute_engines.flavors.engine import BaseEngine, EngineError, LiveEngine
+from zenml_compute_engines.flavors.engine import BaseEngine, EngineError, LiveEngine, current_step_context
 from zenml_compute_engines.flavors.spark.flavor import SparkEngineConfig, SparkEngineSettings
 
 if TYPE_CHECKING:
@@ -40,6 +41,11 @@ class _DriverJvm:
 
 
 _DRIVER_JVM = _DriverJvm()
+
+
+def _job_tag(step_run_id: Any) -> str:
+    """The tag of the Spark jobs (Connect: operations) a step starts."""
+    return f"zenml-step-{step_run_id}"
 
 
 def _spark_value(value: Any) -> str:
@@ -476,20 +482,48 @@ class SparkEngine(BaseEngine):
         return f"static Spark option(s) {', '.join(sorted(changed))} differ from the running engine"
 
     def _step_view(self, live: LiveEngine, settings: SparkEngineSettings) -> "SparkSession":
-        session = live.handle
+        session = view = live.handle
         runtime = {
             k: v for k, v in self._step_overrides(settings).items() if session.conf.isModifiable(k)
         }
-        if not runtime:
-            return session
-        # A child session shares the SparkContext but has its own SQL conf, so the
-        # step's options never leak into the next step.
-        view = session.newSession()
-        for key, value in runtime.items():
-            view.conf.set(key, value)
+        if runtime:
+            # A child session shares the SparkContext but has its own SQL conf, so the
+            # step's options never leak into the next step.
+            view = session.newSession()
+            for key, value in runtime.items():
+                view.conf.set(key, value)
+        context = current_step_context()
+        if context is not None:
+            self._tag_jobs(view, _job_tag(context.step_run.id), add=True)
         return view
 
-    def _release_step_view(self, live: LiveEngine, view: "SparkSession", step_failed: bool) -> None:
+    def _tag_jobs(self, view: "SparkSession", tag: str, add: bool) -> None:
+        """Tag (or stop tagging) the jobs this thread starts, the step's thread: Spark's
+        job tags are thread-local, so jobs of other steps or threads never carry it."""
+        if self.config.is_connect and add:
+            view.addTag(tag)
+        elif self.config.is_connect:
+            view.removeTag(tag)
+        elif add:
+            view.sparkContext.addJobTag(tag)
+        else:
+            view.sparkContext.removeJobTag(tag)
+
+    def _cancel_step_work(self, live: LiveEngine, view: "SparkSession", step_run_id: UUID) -> List[str]:
+        tag = _job_tag(step_run_id)
+        if self.config.is_connect:
+            return [f"operation {operation}" for operation in view.interruptTag(tag)]
+        context = view.sparkContext
+        tracker = context._jsc.sc().statusTracker()
+        running = sorted(set(tracker.getJobIdsForTag(tag)) & set(context.statusTracker().getActiveJobsIds()))
+        context.cancelJobsWithTag(tag)
+        return [f"job {job}" for job in running]
+
+    def _release_step_view(self, live: LiveEngine, view: "SparkSession", step_run_id: UUID, step_failed: bool) -> None:
+        try:
+            self._tag_jobs(view, _job_tag(step_run_id), add=False)
+        except Exception:  # the engine may be gone already (a failed step's stop follows)
+            pass
         if self.config.master.startswith("spark://"):
             session = live.handle
             try:

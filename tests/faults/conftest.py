@@ -83,18 +83,20 @@ def held(zen, tmp_path):
     """Start a pipeline process: `held(engine, config=None, hold_s=600)` holds its step;
     with `go=<path>` its second step waits for that file; `kind="worker_loss"` runs tasks
     for the test to kill a worker under, `kind="secrets"` saves a dataset and fails,
-    `kind="query"` waits in a BigQuery job that runs until cancelled (its id in the ready file); on
+    `kind="query"` waits in a BigQuery job that runs until cancelled (its id in the ready file),
+    `kind="interrupted_then_again"` runs a long job whose tasks beat in the `ready` directory,
+    to be interrupted, then a short one (see fault_pipelines.interrupted_then_again); on
     `stack_id` if given. All are killed after the test."""
     started: List[HeldPipeline] = []
 
     def start(
         engine: str, config: Optional[Dict[str, Any]] = None, hold_s: float = 600, go: Optional[Path] = None,
-        kind: str = "hold", stack_id: Optional[str] = None,
+        kind: str = "hold", stack_id: Optional[str] = None, ready: Optional[Path] = None,
     ) -> HeldPipeline:
         if stack_id is None:
             stack_id = str(zenml_env.register_engine_stack(engine, OWNED[engine] if config is None else config).id)
         marker = uuid.uuid4().hex
-        ready, log = tmp_path / f"ready-{marker}", tmp_path / f"pipeline-{marker}.log"
+        ready, log = ready or tmp_path / f"ready-{marker}", tmp_path / f"pipeline-{marker}.log"
         env = {**os.environ, MARK: marker, "ZENML_ACTIVE_STACK_ID": stack_id}
         pipeline_args = {
             "hold": ["hold", engine, str(ready), str(hold_s)],
@@ -102,6 +104,8 @@ def held(zen, tmp_path):
             "worker_loss": ["worker_loss", engine, str(ready)],
             "secrets": ["secrets", engine, str(ready)],
             "query": ["query", engine, str(ready)],
+            # `ready` is the directory the long job's tasks write heartbeats into.
+            "interrupted_then_again": ["interrupted_then_again", engine, str(ready), str(ready) + ".report"],
         }["two_steps" if go is not None else kind]
         with open(log, "wb") as out:
             process = subprocess.Popen(

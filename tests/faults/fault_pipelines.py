@@ -185,9 +185,85 @@ def misspelled_settings_pipeline(engine: str) -> None:
     misspelled_settings(engine=engine)
 
 
+# ---- an interrupted step's work, then the next run (a notebook's cells) -------------------
+
+BEAT_S = 0.2
+
+
+def beating_task(i: int, beats: str, seconds: float = 1.0) -> int:
+    """A task of a long job: writes a heartbeat file in `beats` every 0.2 s while it runs,
+    so the test sees from outside whether any task of the job still runs."""
+    import threading
+
+    path = Path(beats) / f"beat-{os.getpid()}-{threading.get_ident()}"
+    end = time.time() + seconds
+    while time.time() < end:
+        path.write_text(str(time.time()))
+        time.sleep(BEAT_S)
+    return i
+
+
+def _run_job(engine: str, tasks: int, beats: str) -> int:
+    """`tasks` one-second tasks on the step's engine (about `tasks` / slots seconds)."""
+    if engine == "spark":
+        from zenml_compute_engines import spark_session
+
+        return spark_session().sparkContext.parallelize(range(tasks), 2).map(lambda i: beating_task(i, beats)).sum()
+    if engine == "dask":
+        from zenml_compute_engines import dask_client
+
+        client = dask_client()
+        futures = client.map(beating_task, range(tasks), beats=beats, pure=False)
+        return sum(client.gather(futures))
+    import ray
+
+    from zenml_compute_engines import ray_runtime
+
+    ray_runtime()
+    task = ray.remote(num_cpus=1)(beating_task)
+    refs = [task.remote(i, beats) for i in range(tasks)]
+    return sum(ray.get(refs))
+
+
+@step
+def long_job(engine: str, beats: str) -> int:
+    return _run_job(engine, 400, beats)  # interrupted while its tasks run
+
+
+@pipeline(enable_cache=False)
+def long_job_pipeline(engine: str, beats: str) -> None:
+    long_job(engine=engine, beats=beats)
+
+
+@step
+def short_job(engine: str, beats: str) -> float:
+    began = time.time()
+    assert _run_job(engine, 4, beats) == sum(range(4))
+    return time.time() - began
+
+
+@pipeline(enable_cache=False)
+def short_job_pipeline(engine: str, beats: str) -> None:
+    short_job(engine=engine, beats=beats)
+
+
+def interrupted_then_again(engine: str, beats: str, report: str) -> None:
+    """What a notebook does: a cell runs a long pipeline and is interrupted (SIGINT), the
+    next cell runs a short one on the same engine (reuse=process)."""
+    try:
+        long_job_pipeline(engine=engine, beats=beats)
+    except BaseException as e:  # a notebook shows the error and takes the next cell
+        Path(report + ".interrupted").write_text(f"{time.time()} {type(e).__name__}")
+    run = short_job_pipeline(engine=engine, beats=str(Path(beats) / "next"))
+    job_s = run.steps["short_job"].outputs["output"][0].load()
+    Path(report).write_text(f"{job_s}")
+
+
 def main() -> None:
     kind, engine, ready = sys.argv[1:4]
-    if kind == "hold":
+    if kind == "interrupted_then_again":
+        interrupted_then_again(engine, beats=ready, report=sys.argv[4])
+    elif kind == "hold":
         hold_pipeline(engine=engine, ready=ready, hold_s=float(sys.argv[4]))
     elif kind == "two_steps":
         two_steps_pipeline(engine=engine, ready=ready, go=sys.argv[4])

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
 from zenml.enums import ExecutionStatus
 
+from tests.faults.conftest import OWNED
 from tests.support import zenml_env
 
 ENGINES = ["spark", "dask", "ray"]
@@ -111,6 +113,58 @@ def test_ctrl_c_mid_step_leaves_an_attached_cluster_running(held, report, reques
     assert left == []
     _assert_run_failed(pipeline)
     assert is_up(cluster), "an attached cluster was stopped"
+
+
+CANCEL_LIMIT_S = 10  # after Ctrl-C, no task of the interrupted step runs any more
+
+
+def _last_beat(directory) -> float:
+    """When a task of the long job last wrote its heartbeat (0: none yet)."""
+    times = []
+    for path in directory.glob("beat-*"):
+        try:
+            times.append(float(path.read_text() or 0))
+        except (OSError, ValueError):  # being written
+            continue
+    return max(times, default=0.0)
+
+
+def _interrupt_the_long_job(pipeline, beats):
+    """Wait until the long job's tasks run, send Ctrl-C as a kernel interrupt does; the
+    seconds until no task of it beats any more (None: still beating after the limit)."""
+    deadline = time.time() + 180
+    while _last_beat(beats) == 0.0:
+        assert time.time() < deadline and pipeline.process.poll() is None, pipeline.output()
+        time.sleep(0.2)
+    time.sleep(2)  # well into the job
+    sent = time.time()
+    pipeline.process.send_signal(signal.SIGINT)
+    while time.time() - sent < CANCEL_LIMIT_S:
+        if time.time() - _last_beat(beats) > 1.0:  # a running task beats every 0.2 s
+            return sent, time.time() - sent
+        time.sleep(0.2)
+    return sent, None
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_interrupted_steps_work_is_cancelled_and_the_next_run_starts_at_once(held, report, tmp_path, engine):
+    """A notebook with reuse=process: Ctrl-C during a step whose long job (400 one-second
+    tasks) runs on the kept engine; the next cell's run on the same engine."""
+    beats = tmp_path / "beats"
+    (beats / "next").mkdir(parents=True)
+    pipeline = held(engine, {**OWNED[engine], "reuse": "process"}, kind="interrupted_then_again", ready=beats)
+    sent, cancelled_s = _interrupt_the_long_job(pipeline, beats)
+    code = pipeline.process.wait(timeout=180)
+    left = pipeline.processes(settle_s=15)
+    report("sigint-kept-engine", engine, leaked=len(left), hung=cancelled_s is None)
+    output = pipeline.output(tail=None)
+    assert cancelled_s is not None, f"tasks of the interrupted step still ran {CANCEL_LIMIT_S}s after Ctrl-C:\n{output[-3000:]}"
+    assert code == 0, output[-3000:]
+    assert Path(f"{beats}.report.interrupted").exists()  # the first call ended with the interrupt
+    assert f"cancelled its work on the {engine} engine" in output, output[-3000:]
+    # The next run's four tasks ran at once, not behind the interrupted job's 400.
+    assert float(Path(f"{beats}.report").read_text()) < 20, output[-3000:]
+    assert left == []
 
 
 @pytest.mark.parametrize("engine", ENGINES)
