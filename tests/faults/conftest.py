@@ -85,7 +85,8 @@ def held(zen, tmp_path):
     for the test to kill a worker under, `kind="secrets"` saves a dataset and fails,
     `kind="query"` waits in a BigQuery job that runs until cancelled (its id in the ready file),
     `kind="interrupted_then_again"` runs a long job whose tasks beat in the `ready` directory,
-    to be interrupted, then a short one (see fault_pipelines.interrupted_then_again); on
+    to be interrupted, then a short one (see fault_pipelines.interrupted_then_again),
+    `kind="neighbour"` six such tasks, saying when it submits them (`ready`.submitted); on
     `stack_id` if given. All are killed after the test."""
     started: List[HeldPipeline] = []
 
@@ -106,6 +107,7 @@ def held(zen, tmp_path):
             "query": ["query", engine, str(ready)],
             # `ready` is the directory the long job's tasks write heartbeats into.
             "interrupted_then_again": ["interrupted_then_again", engine, str(ready), str(ready) + ".report"],
+            "neighbour": ["neighbour", engine, str(ready)],
         }["two_steps" if go is not None else kind]
         with open(log, "wb") as out:
             process = subprocess.Popen(

@@ -247,6 +247,18 @@ def short_job_pipeline(engine: str, beats: str) -> None:
     short_job(engine=engine, beats=beats)
 
 
+@step
+def neighbour_job(engine: str, beats: str, submitted: str) -> int:
+    Path(submitted).write_text("submitting")
+    return _run_job(engine, 6, beats)
+
+
+@pipeline(enable_cache=False)
+def neighbour_pipeline(engine: str, beats: str, submitted: str) -> None:
+    """Another team's pipeline on the same attached cluster: six one-second tasks."""
+    neighbour_job(engine=engine, beats=beats, submitted=submitted)
+
+
 def interrupted_then_again(engine: str, beats: str, report: str) -> None:
     """What a notebook does: a cell runs a long pipeline and is interrupted (SIGINT), the
     next cell runs a short one on the same engine (reuse=process)."""
@@ -263,6 +275,9 @@ def main() -> None:
     kind, engine, ready = sys.argv[1:4]
     if kind == "interrupted_then_again":
         interrupted_then_again(engine, beats=ready, report=sys.argv[4])
+    elif kind == "neighbour":
+        run = neighbour_pipeline(engine=engine, beats=ready, submitted=ready + ".submitted")
+        assert run.steps["neighbour_job"].outputs["output"][0].load() == sum(range(6))
     elif kind == "hold":
         hold_pipeline(engine=engine, ready=ready, hold_s=float(sys.argv[4]))
     elif kind == "two_steps":

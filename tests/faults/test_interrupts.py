@@ -167,6 +167,38 @@ def test_an_interrupted_steps_work_is_cancelled_and_the_next_run_starts_at_once(
     assert left == []
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ENGINES)
+def test_on_an_attached_cluster_only_the_interrupted_steps_work_is_cancelled(held, report, request, tmp_path, engine):
+    """The same on a cluster another pipeline uses at the same time: its job, submitted
+    before the interrupt, finishes with the right result."""
+    fixture, config_for, is_up = ATTACHED[engine]
+    cluster = request.getfixturevalue(fixture)
+    config = {**config_for(cluster), "reuse": "process"}
+    if engine == "spark":  # two applications share the worker's 2 cores
+        config["conf"] = {"spark.cores.max": "1"}
+    beats, neighbour_beats = tmp_path / "beats", tmp_path / "neighbour"
+    (beats / "next").mkdir(parents=True)
+    neighbour_beats.mkdir()
+    pipeline = held(engine, config, kind="interrupted_then_again", ready=beats)
+    neighbour = held(engine, config, kind="neighbour", ready=neighbour_beats)
+    submitted = Path(f"{neighbour_beats}.submitted")
+    deadline = time.time() + 180
+    while not (submitted.exists() and _last_beat(beats)):
+        assert time.time() < deadline and neighbour.process.poll() is None, neighbour.output()
+        time.sleep(0.2)
+    time.sleep(2)  # the neighbour's tasks are queued or running
+    sent, cancelled_s = _interrupt_the_long_job(pipeline, beats)
+    codes = [p.process.wait(timeout=240) for p in (pipeline, neighbour)]
+    left = pipeline.processes(settle_s=15) + neighbour.processes(settle_s=15)
+    report("sigint-attached-kept-engine", engine, leaked=len(left), hung=cancelled_s is None)
+    assert cancelled_s is not None, f"tasks of the interrupted step still ran {CANCEL_LIMIT_S}s after Ctrl-C"
+    assert codes == [0, 0], f"{pipeline.output()}\n-----\n{neighbour.output()}"
+    assert _last_beat(neighbour_beats) > 0  # the neighbour's tasks ran, and its result was right
+    assert float(Path(f"{beats}.report").read_text()) < 30
+    assert left == [] and is_up(cluster)
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_sigkill_mid_step_leaves_no_engine_process_behind(held, report, engine):
     pipeline = held(engine)
