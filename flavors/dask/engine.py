@@ -33,6 +33,12 @@ _ANNOTATION_WARNING = r"Dask annotations .* detected"
 
 
 _KEYS_BEFORE_STEP = "keys_before_step"
+# A worker preload (Dask takes a text with spaces as the script itself): owned workers
+# ignore SIGINT. Jupyter's interrupt and a terminal's Ctrl-C signal the whole process
+# group, which holds the worker processes we spawned; one that took the KeyboardInterrupt
+# died, and the next run on the kept cluster waited forever for a worker. The step's own
+# work is cancelled by the engine instead (`_cancel_step_work`).
+_IGNORE_INTERRUPTS = "import signal\n\ndef dask_setup(worker):\n    signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
 
 
 def _held_keys(client: "Client") -> Set[Any]:
@@ -237,7 +243,7 @@ class DaskEngine(BaseEngine):
         if config.processes:
             _refuse_an_unguarded_script()
         attempt = self._attempt = _StartAttempt()
-        worker_kwargs: Dict[str, Any] = {}
+        worker_kwargs: Dict[str, Any] = {"preload": [_IGNORE_INTERRUPTS]} if config.processes else {}
         if config.memory_limit != "auto":  # LocalCluster's own "auto" splits memory among workers
             worker_kwargs["memory_limit"] = config.memory_limit
         if config.worker_resources:

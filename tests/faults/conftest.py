@@ -113,6 +113,7 @@ def held(zen, tmp_path):
             process = subprocess.Popen(
                 [sys.executable, "-m", "tests.faults.fault_pipelines", *pipeline_args],
                 cwd=zenml_env.ROOT_DIR, env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,  # a process group of its own, as a terminal gives it
             )
         pipeline = HeldPipeline(engine, process, ready, log, marker, stack_id)
         started.append(pipeline)
