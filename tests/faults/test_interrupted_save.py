@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import pyarrow as pa
@@ -31,17 +30,6 @@ PIPELINES = {  # engine -> (pipeline in tests/integration/slow_pipelines.py, its
 }
 
 
-def _part_files(store, root, timeout_s):
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if store.exists(root):
-            found = [f"{d}/{n}" for d, _, names in store.walk(root) for n in names if "/data" in f"{d}/"]
-            if found:
-                return found
-        time.sleep(0.1)
-    return []
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["spark", "dask", "ray"])
 def test_a_save_killed_midway_never_loads_as_complete(zen, report, tmp_path, engine):
@@ -57,7 +45,7 @@ def test_a_save_killed_midway_never_loads_as_complete(zen, report, tmp_path, eng
         process = subprocess.Popen([sys.executable, "-c", code], cwd=zenml_env.ROOT_DIR, env=env,
                                    stdout=out, stderr=subprocess.STDOUT)
     try:
-        parts = _part_files(store, root, timeout_s=180)
+        parts = zenml_env.part_files_written(store, root, process)
         assert parts, log.read_text(errors="replace")[-3000:]
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)

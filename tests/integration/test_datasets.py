@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Dict, List
@@ -200,20 +199,6 @@ def test_a_spark_cluster_writes_s3_from_its_executors_in_python(s3_server, spark
 # ---- atomicity ---------------------------------------------------------------------------------
 
 
-def _part_files_appear(store: Any, root: str, timeout: float) -> List[str]:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        found = [path for path in _walk(store, root) if "/data/part" in path]
-        if found:
-            return found
-        time.sleep(0.1)
-    return []
-
-
-def _walk(store: Any, root: str) -> List[str]:
-    return [f"{directory}/{name}" for directory, _, names in store.walk(root) for name in names]
-
-
 @pytest.mark.slow
 def test_a_save_killed_midway_on_s3_never_loads_as_complete(s3_server, tmp_path, zen):
     """(On a local store, for every engine: tests/faults/test_interrupted_save.py.)"""
@@ -231,7 +216,7 @@ def test_a_save_killed_midway_on_s3_never_loads_as_complete(s3_server, tmp_path,
     with open(tmp_path / "killed.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        parts = _part_files_appear(artifact_store, root, timeout=120)
+        parts = zenml_env.part_files_written(artifact_store, root, proc)
         assert parts, (tmp_path / "killed.log").read_text()[-3000:]
         proc.send_signal(signal.SIGKILL)  # what the OOM killer does: no handler runs
         proc.wait(timeout=30)

@@ -279,3 +279,16 @@ def failed_step_errors(limit_chars: int = 4000) -> str:
                 lines.append(f"--- run {run.name}, step {name}: {error.message}")
                 lines.append(error.traceback[-limit_chars:])
     return "\n".join(lines)
+
+
+def part_files_written(store: Any, root: str, writer: Any, timeout_s: float = 600) -> List[str]:
+    """The data files under `root` once the first appears, or [] if the `writer` process exits
+    first. The bound is generous: on a loaded machine the run may take minutes to reach its save."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and writer.poll() is None:
+        if store.exists(root):
+            found = [f"{d}/{n}" for d, _, names in store.walk(root) for n in names if "/data" in f"{d}/"]
+            if found:
+                return found
+        time.sleep(0.1)
+    return []

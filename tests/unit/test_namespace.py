@@ -30,9 +30,10 @@ ours = [
     and (issubclass(cls, (BaseMaterializer, Flavor)) or cls is BigQueryDataset)
     and not cls.__name__.startswith("Base") and getattr(cls, "ASSOCIATED_TYPES", True)  # not the bases
 ]
+# One write per line: ZenML 0.90 wraps print() and repeats its arguments after the first.
 for cls in ours:
-    print("SOURCE", cls.__qualname__, source_utils.resolve(cls).import_path)
-print("BARE", sorted(m for m in sys.modules if m.split(".")[0] in ("flavors", "materializers")))
+    sys.stdout.write(f"SOURCE {{cls.__qualname__}} {{source_utils.resolve(cls).import_path}}\\n")
+sys.stdout.write(f"BARE {{sorted(m for m in sys.modules if m.split('.')[0] in ('flavors', 'materializers'))}}\\n")
 """
 
 
