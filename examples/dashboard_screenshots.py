@@ -1,4 +1,4 @@
-"""Screenshots of the ZenML dashboard showing what our engines record, for the README.
+"""Screenshots of the ZenML dashboard showing what our engines record, for docs/remote.md.
 
 Starts a local ZenML server on 127.0.0.1 in a scratch config directory, runs the Dask demo
 against it, opens the run in headless Chromium and saves two pictures:

@@ -11,7 +11,7 @@ engine bundle of a Spark and a Dask component:
 For `prod` this script starts a Spark standalone master + worker and a Dask scheduler +
 worker on 127.0.0.1 (stand-ins for your clusters) and stops them at the end. It runs the
 pipeline on both stacks, checks that the results are identical and prints where each step
-ran. The commands a user types for the two stacks are in the README.
+ran. The commands a user types for the two stacks are in docs/stacks.md.
 
     python examples/switch_stacks.py
 """

@@ -122,7 +122,7 @@ class BaseEngineConfig(BaseEngineSettings, BaseFeatureStoreConfig):
             this stack used it), `always` for every run, `never` to start when the first
             step asks (flavors/prestart.py). The default is `never` here; Spark and Dask,
             where a warm start was measured to gain or to cost nothing, default to `auto`
-            (see the README).
+            (see docs/lifecycle.md).
     """
 
     reuse: Reuse = "pipeline_run"

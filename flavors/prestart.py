@@ -20,7 +20,8 @@ carries settings for the engine's slot, or the latest run of the same pipeline o
 stack recorded this component in a step's `compute_engine` metadata (looked up on the background thread,
 so an engine-free pipeline pays nothing for it). `prestart: always` starts it for every
 run prepared here; `never` leaves the start to the first step. Spark and Dask components
-default to `auto`, the others to `never` (the README has the measurements behind that).
+default to `auto`, the others to `never` (the measurements behind that: docs/performance.md
+and bench/README.md).
 """
 
 from __future__ import annotations

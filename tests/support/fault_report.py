@@ -1,4 +1,4 @@
-"""The fault suite's report (the README's reliability table), as a pytest plugin.
+"""The fault suite's report (the results table of docs/reliability.md), as a pytest plugin.
 
 Each case records what it injected and found on its test item (`user_properties`), which
 travels with the test's report; the table is printed by whichever process prints the
@@ -37,7 +37,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         return
     write = terminalreporter.write_line
     write("")
-    write("fault suite (README reliability table): engine | faults injected | processes leaked | "
+    write("fault suite (docs/reliability.md results table): engine | faults injected | processes leaked | "
           "runs hung | max s until SIGKILL orphans gone | secrets seen")
     for engine in sorted({row["engine"] for row in _rows}):
         rows = [r for r in _rows if r["engine"] == engine]
