@@ -30,6 +30,8 @@ LOOPBACK = "127.0.0.1"
 # Set on every Client this module creates, so it is never mistaken for a user's client.
 _OURS = "_zenml_compute_engine"
 _ANNOTATION_WARNING = r"Dask annotations .* detected"
+# How long a scheduler kept from an earlier step may take to answer before it counts as gone.
+_ALIVE_TIMEOUT_S = 2.0
 
 
 _KEYS_BEFORE_STEP = "keys_before_step"
@@ -331,13 +333,15 @@ class DaskEngine(BaseEngine):
 
     def _is_alive(self, live: LiveEngine) -> bool:
         # A client whose scheduler died keeps trying to reconnect, and its futures wait
-        # for it: ask the scheduler's port instead.
+        # for it: ask the scheduler itself, within a bound, over the client's own pooled
+        # connection. (A bare TCP probe made the scheduler log "Connection from ... closed
+        # before handshake completed" at every step.)
         client = live.handle.client
         if client.status != "running" or client.scheduler is None:
             return False
         try:
-            _probe(live.handle.scheduler_address, timeout=2.0)
-        except EngineError:
+            client.sync(client.scheduler.echo, callback_timeout=_ALIVE_TIMEOUT_S)
+        except Exception:  # refused, closed, timed out: it does not answer
             return False
         return True
 

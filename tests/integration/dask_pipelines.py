@@ -121,6 +121,16 @@ def two_client_steps() -> None:
 
 
 @pipeline(enable_cache=False)
+def client_step_chain(steps: int = 5) -> None:
+    """`steps` steps in a row, each asking for the client: all but the first reuse the engine."""
+    previous = None
+    for i in range(steps):
+        name = f"step_{i}"
+        client_facts(id=name, after=previous)
+        previous = name
+
+
+@pipeline(enable_cache=False)
 def failing_dask_pipeline() -> None:
     fail_with_dask(make_frame(10))
 

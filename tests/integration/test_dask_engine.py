@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -189,6 +190,42 @@ def test_run_ends_with_no_cluster_when_a_failure_blocks_the_consumer(dask_stack)
     assert steps["make_frame"].status.value == "completed"
     assert "count_rows" not in steps or steps["count_rows"].status.value != "completed"
     assert stack.feature_store.id not in live_engines()
+    _no_workers_left()
+
+
+class _Records(logging.Handler):
+    """Keeps the records of a logger (and of its children) in a list."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_steps_reusing_an_owned_cluster_log_no_connection_noise(dask_stack):
+    """Before each reuse the engine asks whether its scheduler still answers. The owned
+    scheduler runs in this process and logs to its output, so that question must not log:
+    a bare TCP probe made it log "Connection from ... closed before handshake completed"
+    at every step after the first."""
+    from tests.integration.dask_pipelines import client_step_chain
+
+    dask_stack(**TINY)
+    handler = _Records()
+    dask_logger = logging.getLogger("distributed")  # does not propagate to the root logger
+    dask_logger.addHandler(handler)
+    try:
+        run = client_step_chain(steps=5)
+    finally:
+        dask_logger.removeHandler(handler)
+    # One engine served the five steps: four reuses, each after the liveness check.
+    facts = [zenml_env.step_metadata(run, f"step_{i}") for i in range(5)]
+    assert [f["engine_starts_in_process"] for f in facts] == [1] * 5
+    assert len({f["client_id"] for f in facts}) == 1
+    assert any("Scheduler" in r.getMessage() for r in handler.records), "no Dask log records captured"
+    noise = [r.getMessage() for r in handler.records if "closed before handshake" in r.getMessage()]
+    assert noise == []
     _no_workers_left()
 
 
