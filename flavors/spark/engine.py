@@ -17,6 +17,7 @@ from uuid import UUID
 from zenml.logger import get_logger
 
 from zenml_compute_engines.flavors.engine import BaseEngine, EngineError, LiveEngine, current_step_context
+from zenml_compute_engines.flavors.spark import driver_console
 from zenml_compute_engines.flavors.spark.flavor import SparkEngineConfig, SparkEngineSettings
 
 if TYPE_CHECKING:
@@ -125,6 +126,7 @@ def shutdown_driver_jvm(wait_s: float = 10.0) -> Optional[int]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        driver_console.release(process.pid)
     SparkContext._gateway = None
     SparkContext._jvm = None
     return returncode
@@ -274,7 +276,7 @@ class SparkEngine(BaseEngine):
             self._plan_class_cache(conf)
         cache = _DRIVER_JVM.class_cache
 
-        def builder(with_cache: bool) -> Any:
+        def get_or_create(with_cache: bool) -> "SparkSession":
             chosen = SparkSession.builder.appName(self.config.app_name)
             if self.config.is_connect:
                 chosen = chosen.remote(self.config.master)
@@ -287,7 +289,12 @@ class SparkEngine(BaseEngine):
                 options["spark.driver.extraJavaOptions"] = f"{mine} {ours}".strip()
             for key, value in options.items():
                 chosen = chosen.config(key, value)
-            return chosen
+            if self.config.owns_engine and SparkContext._gateway is None:
+                # Launched by us rather than by getOrCreate(), so that its start-up noise
+                # goes to our debug log (driver_console.py).
+                app = {"spark.master": self.config.master, "spark.app.name": self.config.app_name}
+                driver_console.launch({**app, **options})
+            return chosen.getOrCreate()
 
         launch_env = {}
         if conf.get("spark.driver.bindAddress") == "127.0.0.1":
@@ -301,7 +308,7 @@ class SparkEngine(BaseEngine):
         connect_marker_was_set = "SPARK_CONNECT_MODE_ENABLED" in os.environ
         with _environment(launch_env):
             try:
-                session = builder(with_cache=True).getOrCreate()
+                session = get_or_create(with_cache=True)
             except Exception as e:
                 # An archive the JVM cannot map kills it at launch: start once more without
                 # it, and drop the archive if that was the cause. Not for any other failure,
@@ -311,7 +318,7 @@ class SparkEngine(BaseEngine):
                     self._driver_jvm_gone(None)
                     raise
                 self._abort_start()
-                session = builder(with_cache=False).getOrCreate()
+                session = get_or_create(with_cache=False)
                 cache.discard()
                 _DRIVER_JVM.why_not = f"{cache.archive} would not load (removed)"
         if self.config.is_connect and not connect_marker_was_set:
@@ -422,6 +429,7 @@ class SparkEngine(BaseEngine):
         if process is not None:
             process.kill()
             process.wait()
+            driver_console.release(process.pid)
         self._driver_jvm_gone(None)
         SparkContext._gateway = None
         SparkContext._jvm = None

@@ -70,6 +70,14 @@ def application_stopped_by_its_cluster() -> str:
     return context.applicationId
 
 
+@step
+def warn_through_the_driver_jvm(message: str) -> int:
+    """Logs `message` at WARN through the driver JVM's log4j (what Spark's own warnings do)."""
+    session = spark_session()
+    session._jvm.org.apache.logging.log4j.LogManager.getLogger("zenml.tests.driver").warn(message)
+    return session.range(3).count()
+
+
 @step(enable_cache=True)
 def cached_tail() -> int:
     return 42
@@ -83,6 +91,11 @@ def numbers_uncached(n: int) -> DataFrame:
 @pipeline(enable_cache=False)
 def aggregate_pipeline(n: int = 1000) -> None:
     count_by_key(make_numbers(n))
+
+
+@pipeline(enable_cache=False)
+def jvm_warning_pipeline(message: str) -> None:
+    warn_through_the_driver_jvm(message)
 
 
 @pipeline(enable_cache=False)

@@ -179,6 +179,45 @@ def test_a_session_the_user_started_is_attached_and_never_stopped(spark_stack):
     assert java_children() == []
 
 
+# What every start of a driver JVM printed before its first job, none of it the user's: the
+# JVM's notice about the incubator module Spark 4's launcher always adds, Spark's notes on
+# its default log4j profile, and Hadoop's native-library warning (pure Java works the same).
+JVM_BOOT_NOISE = (
+    "WARNING: Using incubator modules",
+    "Using Spark's default log4j profile",
+    'Setting default log level to "WARN".',
+    "To adjust logging level use sc.setLogLevel",
+    "NativeCodeLoader: Unable to load native-hadoop library",
+)
+
+
+def test_an_owned_engine_prints_no_jvm_boot_noise_and_a_users_log4j_conf_still_applies(spark_stack, capfd, tmp_path):
+    spark_stack(**LOCAL)
+    P.jvm_warning_pipeline(message="a warning of the driver JVM")
+    assert java_children() == []
+    printed = "".join(capfd.readouterr())
+    assert [noise for noise in JVM_BOOT_NOISE if noise in printed] == []
+    assert "WARN driver: a warning of the driver JVM" in printed  # the JVM's own warnings still show
+
+    # A log4j configuration of the user's own: used as it is, nothing of it quieted.
+    config = tmp_path / "log4j2.properties"
+    config.write_text(
+        "appender.console.type = Console\n"
+        "appender.console.name = console\n"
+        "appender.console.target = SYSTEM_ERR\n"
+        "appender.console.layout.type = PatternLayout\n"
+        "appender.console.layout.pattern = USERLOG %p %c{1}: %m%n\n"
+        "rootLogger.level = warn\n"
+        "rootLogger.appenderRef.console.ref = console\n"
+    )
+    spark_stack(**LOCAL, conf={"spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{config}"})
+    P.jvm_warning_pipeline(message="a warning under the user's configuration")
+    assert java_children() == []
+    printed = "".join(capfd.readouterr())
+    assert "USERLOG WARN driver: a warning under the user's configuration" in printed
+    assert "USERLOG WARN NativeCodeLoader: Unable to load native-hadoop library" in printed
+
+
 def test_reuse_process_keeps_a_warm_engine_across_runs(spark_stack):
     spark_stack(reuse="process", **LOCAL)
     first = P.aggregate_pipeline(n=10)
