@@ -129,6 +129,14 @@ def dashboard_status() -> Dict[str, Any]:
 
 
 @step
+def session_folder() -> str:
+    """The session folder of the step's Ray node (its logs, sockets and runtime resources)."""
+    ray_runtime()
+    ray.get(ray.remote(lambda: 1).remote())  # a worker, and its log files, in the folder
+    return ray._private.worker.global_worker.node.get_session_dir_path()
+
+
+@step
 def engine_free(x: int = 1) -> int:
     return x + 1
 
@@ -168,6 +176,11 @@ def sleeping_pipeline(marker: str) -> None:
 @pipeline(enable_cache=False)
 def dashboard_pipeline() -> None:
     dashboard_status()
+
+
+@pipeline(enable_cache=False)
+def session_folder_pipeline() -> None:
+    session_folder()
 
 
 @pipeline(enable_cache=False)

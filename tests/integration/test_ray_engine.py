@@ -7,6 +7,7 @@ attached cluster (`ray start --head`, the `ray_cluster` fixture) stays alive and
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -202,6 +203,19 @@ def test_failing_step_shuts_the_owned_engine_down(ray_stack):
     assert_no_ray_left()
 
 
+def test_an_owned_rays_session_folder_goes_with_it(ray_stack, tmp_path):
+    """Ray keeps a session folder per `ray.init` in its temp dir (~0.6 MB, ~120 files): a
+    process that runs pipelines in a loop would pile up one per run. Only ours goes."""
+    ray_stack(**SMALL)
+    rp.session_folder_pipeline()
+    folder = Path(last_run("session_folder_pipeline").steps["session_folder"].output.load())
+    assert folder.name.startswith("session_")
+    assert not folder.exists(), sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))[:20]
+    latest = folder.parent / "session_latest"
+    assert not (latest.is_symlink() and os.path.realpath(latest) == str(folder))
+    assert_no_ray_left()
+
+
 def test_an_owned_ray_counts_as_gone_once_its_gcs_died(ray_stack):
     """Between steps the engine asks whether its Ray still runs (a step on a dead one would
     end the process); for an owned Ray it asks the daemons it started, not the network."""
@@ -332,9 +346,12 @@ def test_ray_initialized_by_the_user_is_adopted_and_never_shut_down(ray_stack, i
         assert ray.is_initialized()
         assert ray.get(ray.remote(lambda: 41).remote()) + 1 == 42
         assert not [p for p in user_processes if not p.is_running()]
+        folder = Path(ray._private.worker.global_worker.node.get_session_dir_path())
     finally:
         ray.shutdown()
     assert_no_ray_left()
+    assert (folder / "logs").is_dir()  # the user's Ray's session folder is theirs
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 # ---- attached -----------------------------------------------------------------------
@@ -379,6 +396,8 @@ def test_attached_cluster_stays_alive_and_our_driver_disconnects(ray_cluster, ra
     jobs = _cluster_jobs(ray_cluster)
     assert jobs[summary["job_id"]] is True, jobs
     assert not ray_processes(), "the attached run started Ray processes of its own"
+    # The cluster's session folder (on this machine, where our driver joined it) is theirs.
+    assert (Path(ray_cluster.temp_dir) / meta["ray_session"] / "logs").is_dir()
 
 
 @pytest.mark.slow
