@@ -216,6 +216,21 @@ def test_an_owned_rays_session_folder_goes_with_it(ray_stack, tmp_path):
     assert_no_ray_left()
 
 
+def test_a_process_starting_ray_again_is_told_about_reuse_process_once(ray_stack, monkeypatch, caplog):
+    """Every ray.init/ray.shutdown leaves a native thread and some memory in the process
+    (Ray's own): a process that runs pipelines one after another hears of the remedy."""
+    from zenml_compute_engines.flavors.ray import engine as ray_engine
+
+    monkeypatch.setattr(ray_engine, "_owned_starts", 0, raising=False)  # as in a fresh process
+    ray_stack(**SMALL)
+    for _ in range(3):
+        rp.session_folder_pipeline()
+    hints = [r for r in caplog.records if "reuse: process" in r.getMessage()]
+    assert len(hints) == 1, [r.getMessage() for r in hints]
+    assert "started its own Ray a second time" in hints[0].getMessage()
+    assert_no_ray_left()
+
+
 def test_an_owned_ray_counts_as_gone_once_its_gcs_died(ray_stack):
     """Between steps the engine asks whether its Ray still runs (a step on a dead one would
     end the process); for an owned Ray it asks the daemons it started, not the network."""
