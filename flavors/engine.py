@@ -35,6 +35,8 @@ from zenml.feature_stores.base_feature_store import (
 from zenml.logger import get_logger
 from zenml.steps.step_context import StepContext
 
+from zenml_compute_engines.flavors.usage import StepRecord, StepUsage
+
 
 def current_step_context() -> Optional[StepContext]:
     """The running step's context, or None outside a step (`current_step_context()` arrived in
@@ -123,12 +125,21 @@ class BaseEngineConfig(BaseEngineSettings, BaseFeatureStoreConfig):
             step asks (flavors/prestart.py). The default is `never` here; Spark and Dask,
             where a warm start was measured to gain or to cost nothing, default to `auto`
             (see docs/lifecycle.md).
+        record_usage: Record what each step ran on the engine and what it cost, counted
+            by the engine, under `compute_engine.usage` in the step's metadata
+            (docs/usage.md).
+        keep_step_record: Keep the engine's own record of each step as an artifact of
+            the run (Spark's event log, Dask's performance report, Ray's timeline),
+            viewable after the engine stopped. Each flavor sets its default from the
+            measured cost (bench/usage_cost.py).
     """
 
     reuse: Reuse = "pipeline_run"
     teardown: Teardown = "always"
     startup_timeout_s: float = Field(default=120.0, gt=0)
     prestart: Prestart = "never"
+    record_usage: bool = True
+    keep_step_record: bool = False
 
     @property
     def owns_engine(self) -> bool:
@@ -158,6 +169,8 @@ class LiveEngine:
     started_at: float = field(default_factory=time.time)
     steps: Set[UUID] = field(default_factory=set)
     step_views: Dict[UUID, Any] = field(default_factory=dict)
+    # What `_mark_step_start` noted when each step took its view (for its usage).
+    step_marks: Dict[UUID, Any] = field(default_factory=dict)
     kept_for_inspection: bool = False
     # `_describe` once per engine: it may cost round trips (Spark conf over py4j), and
     # what it reports does not change while the engine lives.
@@ -389,6 +402,24 @@ class BaseEngine(HostedInFeatureStoreSlot):
         """Facts about what this step did with the engine (jobs, bytes), for its metadata."""
         return {}
 
+    def _mark_step_start(self, live: LiveEngine, view: Any, step_run_id: UUID) -> Any:
+        """Note what `_step_usage` and `_step_record` need to tell this step's work from
+        earlier work (a time, a snapshot); called once, when the step takes its view, if
+        either is on. Nothing by default."""
+        return None
+
+    def _step_usage(self, live: LiveEngine, view: Any, step_run_id: UUID, mark: Any) -> Optional[StepUsage]:
+        """What step `step_run_id` ran on the engine and what it cost, from the engine's
+        own accounting, counting no other step's or pipeline's work; None where the engine
+        cannot tell. Called at the end of the step (after its outputs are saved, also when
+        it failed), within a bound, on a thread of its own."""
+        return None
+
+    def _step_record(self, live: LiveEngine, view: Any, step_run_id: UUID, mark: Any) -> Optional[StepRecord]:
+        """The engine's own record of the step, to keep as an artifact of the run; called
+        like `_step_usage`, with `keep_step_record` on. None by default."""
+        return None
+
     # ---- the public API ------------------------------------------------------------
 
     @property
@@ -454,7 +485,9 @@ class BaseEngine(HostedInFeatureStoreSlot):
             step_run_id = context.step_run.id
             live.steps.add(step_run_id)
             if step_run_id not in live.step_views:
-                live.step_views[step_run_id] = self._step_view(live, settings)
+                view = live.step_views[step_run_id] = self._step_view(live, settings)
+                if self.config.record_usage or self.config.keep_step_record:
+                    live.step_marks[step_run_id] = self._mark_step_start(live, view, step_run_id)
             return live.step_views[step_run_id]
 
     def _step_settings(self, step_run: Any) -> BaseEngineSettings:
@@ -480,10 +513,15 @@ class BaseEngine(HostedInFeatureStoreSlot):
             self._close(live, reason="its run is over")
 
     def get_step_run_metadata(self, info: Any) -> Dict[str, Any]:
-        """What the step used: kind, version, address, ids, dashboard URL."""
+        """What the step used: kind, version, address, ids, dashboard URL. (Its usage is
+        added at the end of the step, `_record_step`: ZenML asks for this before the
+        step's outputs are saved.)"""
         live = _LIVE.get(self.id)
         if live is None or info.step_run_id not in live.steps:
             return {}
+        return {"compute_engine": self._engine_facts(live, info.step_run_id)}
+
+    def _engine_facts(self, live: LiveEngine, step_run_id: UUID) -> Dict[str, Any]:
         facts = {
             "engine": self.kind,
             "component": self.name,
@@ -498,11 +536,11 @@ class BaseEngine(HostedInFeatureStoreSlot):
             facts["prestart_reason"] = begun["reason"]
             facts["prestart_start_s"] = begun["start_s"]
             facts["prestart_warm_up_s"] = begun["warm_up_s"]
-            facts["prestart_waited_s"] = begun["waited_s"] if begun["step_run_id"] == info.step_run_id else 0.0
-        view = live.step_views.get(info.step_run_id)
+            facts["prestart_waited_s"] = begun["waited_s"] if begun["step_run_id"] == step_run_id else 0.0
+        view = live.step_views.get(step_run_id)
         if view is not None:
             facts.update(self._step_facts(live, view))
-        return {"compute_engine": facts}
+        return facts
 
     def cleanup_step_run(self, info: Any, step_failed: bool) -> None:
         """Defer teardown until after the step's outputs are saved."""
@@ -527,10 +565,12 @@ class BaseEngine(HostedInFeatureStoreSlot):
             live = _LIVE.get(self.id)
             if live is None:
                 return
-            view = live.step_views.pop(info.step_run_id, None)
+            view = live.step_views.get(info.step_run_id)
             if view is not None:
                 if step_failed:
                     self._cancel_within_bound(live, view, info)
+                self._record_step(live, view, info)
+                del live.step_views[info.step_run_id]
                 self._release_step_view(live, view, info.step_run_id, step_failed)
             # (An engine kept across runs, reuse=process, belongs to the run that started it.)
             if live.run_id != info.run_id or live.kept_for_inspection or self.config.reuse == "process":
@@ -567,6 +607,56 @@ class BaseEngine(HostedInFeatureStoreSlot):
                 "Step '%s' failed or was interrupted: cancelled its work on the %s engine of '%s' (%s).",
                 info.pipeline_step_name, self.kind, self.name, ", ".join(cancelled),
             )
+
+    def _record_step(self, live: LiveEngine, view: Any, info: Any) -> None:
+        """Add the step's usage (and its record, an artifact) to its `compute_engine`
+        metadata, published again in full: ZenML keeps the latest value of a key. Bounded
+        and never raising: a step's own outcome is what the user must see."""
+        mark = live.step_marks.pop(info.step_run_id, None)
+        if not (self.config.record_usage or self.config.keep_step_record):
+            return
+        facts = self._engine_facts(live, info.step_run_id)
+        if self.config.record_usage:
+            usage = self._bounded_step_call("usage", self._step_usage, live, view, info, mark)
+            if usage is not None:
+                facts["usage"] = usage.as_metadata()
+        if self.config.keep_step_record:
+            record = self._bounded_step_call("record", self._step_record, live, view, info, mark)
+            if record is not None:
+                facts["record"] = self._save_record(record, info)
+        if "usage" not in facts and "record" not in facts:
+            return
+        try:
+            from zenml.orchestrators.publish_utils import publish_step_run_metadata
+
+            publish_step_run_metadata(info.step_run_id, {self.id: {"compute_engine": facts}})
+        except Exception as e:
+            logger.warning("Recording the usage of step '%s' failed: %s", info.pipeline_step_name, e)
+
+    def _bounded_step_call(self, what: str, hook: Any, live: LiveEngine, view: Any, info: Any, mark: Any) -> Any:
+        try:
+            return _call_within(_RECORD_S, f"{self.kind}-{what}", hook, live, view, info.step_run_id, mark)
+        except Exception as e:
+            logger.warning(
+                "Could not take the %s of step '%s' from the %s engine of '%s': %s",
+                what, info.pipeline_step_name, self.kind, self.name, e,
+            )
+            return None
+
+    def _save_record(self, record: StepRecord, info: Any) -> Dict[str, Any]:
+        """Save `record` as an artifact of the step (on the step's thread: ZenML links it to
+        the running step); what the metadata says of it."""
+        from zenml import save_artifact
+
+        name = f"{info.pipeline.name}::{info.pipeline_step_name}::{record.name}"
+        try:
+            artifact = save_artifact(record.data, name=name)
+        except Exception as e:
+            logger.warning("Keeping the %s of step '%s' failed: %s", record.name, info.pipeline_step_name, e)
+            return {"error": str(e)}
+        # A fact may name the artifact's folder as "{uri}" (a command that opens it).
+        facts = {k: v.replace("{uri}", artifact.uri) if isinstance(v, str) else v for k, v in record.facts.items()}
+        return {"artifact": name, "uri": artifact.uri, **facts}
 
     # ---- the state machine ---------------------------------------------------------
 
@@ -686,6 +776,7 @@ _UNRELEASED: Dict[str, Optional[threading.Thread]] = {}
 
 _BOUNDED_STOP_S = 10.0
 _CANCEL_S = 15.0
+_RECORD_S = 30.0
 
 
 class _DeadlinePassed(Exception):
