@@ -20,19 +20,20 @@ class StepUsage:
 
     Attributes:
         source: Where the figures come from (e.g. "spark status store").
-        tasks: Tasks the step ran (all attempts, finished or failed).
-        jobs: Spark jobs; None where the engine has no jobs.
+        tasks: Tasks the step ran (all attempts, finished or failed); None where the
+            engine has no tasks (BigQuery).
+        jobs: Spark jobs, BigQuery jobs; None where the engine has no jobs.
         stages: Spark stages; None where the engine has no stages.
         failed_tasks: Tasks that failed (retried or not).
-        busy_s: Core-seconds the engine spent running the step's tasks.
-        bytes_read: Bytes the tasks read from storage.
+        busy_s: Core-seconds the engine spent running the step's tasks (BigQuery: slot-seconds).
+        bytes_read: Bytes the tasks read from storage (BigQuery: bytes processed).
         bytes_shuffled: Bytes moved between workers (Spark: shuffle read; Dask: transfers).
         bytes_spilled: Bytes spilled from memory to disk.
         peak_memory_bytes: The largest memory a task (Spark) or worker (Dask) reported.
     """
 
     source: str
-    tasks: int
+    tasks: Optional[int] = None
     jobs: Optional[int] = None
     stages: Optional[int] = None
     failed_tasks: Optional[int] = None

@@ -21,6 +21,7 @@ from zenml_compute_engines.flavors.bigquery import credentials
 from zenml_compute_engines.flavors.bigquery.flavor import GOOGLE_ENDPOINT, BigQueryEngineConfig, BigQueryEngineSettings
 from zenml_compute_engines.flavors.bigquery.names import label_value
 from zenml_compute_engines.flavors.engine import BaseEngine, EngineError, LiveEngine, current_step_context
+from zenml_compute_engines.flavors.usage import StepUsage
 
 if TYPE_CHECKING:
     from zenml_compute_engines.flavors.bigquery.client import EngineClient, JobPolicy
@@ -163,6 +164,19 @@ class BigQueryEngine(BaseEngine):
         from zenml_compute_engines.flavors.bigquery.client import scope_facts
 
         return scope_facts(view, view.job_scope, console=not self.config.api_endpoint)
+
+    def _step_usage(self, live: LiveEngine, view: "EngineClient", step_run_id: UUID, mark: Any) -> Optional[StepUsage]:
+        """The step's jobs (its output loads included) in the shape every engine reports:
+        BigQuery's job statistics, slot-milliseconds as busy time, bytes processed as read."""
+        from zenml_compute_engines.flavors.bigquery.client import scope_facts
+
+        totals = scope_facts(view, view.job_scope, console=False)["jobs_total"]
+        return StepUsage(
+            source="bigquery job statistics",
+            jobs=totals["jobs"],
+            busy_s=totals["slot_ms"] / 1000,
+            bytes_read=totals["bytes_processed"],
+        )
 
     # ---- observability -------------------------------------------------------------
 

@@ -109,6 +109,12 @@ def test_seed_step_runs_unchanged_with_a_client_from_the_stack(bq):
     assert jobs[0]["destination"] == f"test.{bq.dataset}.processed_data"
     assert all(j["state"] == "DONE" and j["job_id"] for j in jobs)
     assert facts["jobs_total"]["jobs"] == 2
+    # The same jobs in the usage shape every engine reports (docs/usage.md).
+    usage = facts["usage"]
+    assert usage["source"] == "bigquery job statistics" and usage["jobs"] == 2
+    assert usage["bytes_read"] == facts["jobs_total"]["bytes_processed"]
+    assert usage["busy_s"] == round(facts["jobs_total"]["slot_ms"] / 1000, 3)
+    assert "tasks" not in usage  # BigQuery has no tasks: absent, not invented
     assert "console_url" not in jobs[0]  # an emulator's jobs have no Google console page
 
     # The table passed as a reference: a small JSON in the artifact store, no row data.
