@@ -19,7 +19,9 @@ from uuid import UUID
 from zenml.logger import get_logger
 
 from zenml_compute_engines.flavors.engine import BaseEngine, EngineError, LiveEngine, current_step_context, live_engines
+from zenml_compute_engines.flavors.dask import usage
 from zenml_compute_engines.flavors.dask.flavor import DaskEngineConfig, DaskEngineSettings
+from zenml_compute_engines.flavors.usage import StepRecord, StepUsage
 
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster
@@ -35,6 +37,8 @@ _ALIVE_TIMEOUT_S = 2.0
 
 
 _KEYS_BEFORE_STEP = "keys_before_step"
+# The Dask span each step's work goes into (flavors/dask/usage.py), by step run id.
+_STEP_SPANS = "step_spans"
 # A worker preload (Dask takes a text with spaces as the script itself): owned workers
 # ignore SIGINT. Jupyter's interrupt and a terminal's Ctrl-C signal the whole process
 # group, which holds the worker processes we spawned; one that took the KeyboardInterrupt
@@ -353,7 +357,8 @@ class DaskEngine(BaseEngine):
     # ---- per-step settings ---------------------------------------------------------
 
     def _step_view(self, live: LiveEngine, settings: DaskEngineSettings) -> "Client":
-        """The shared client, with the step's resources/annotations active until its outputs are saved."""
+        """The shared client, with the step's resources/annotations active until its outputs
+        are saved, and, while usage or the record is kept, the span that counts its work."""
         client = live.handle.client
         annotations = dict(settings.annotations)
         if settings.resources:
@@ -364,6 +369,13 @@ class DaskEngine(BaseEngine):
             # What the client holds already: whatever it holds beyond that at the step's
             # end, the step submitted (steps of one process run one after the other).
             live.notes.setdefault(_KEYS_BEFORE_STEP, {})[context.step_run.id] = _held_keys(client)
+        if context is not None and (self.config.record_usage or self.config.keep_step_record):
+            # The step's span: entered and left with its other annotations (one context
+            # variable: two managers left in the order they were entered would restore
+            # each other's), so that its outputs' writes count too.
+            title = f"{context.pipeline.name}::{context.step_run.name}"
+            span_id, annotations["span"] = usage.span_annotation(title)
+            live.notes.setdefault(_STEP_SPANS, {})[context.step_run.id] = (span_id, title)
         if annotations and context is not None:
             import dask
 
@@ -392,6 +404,30 @@ class DaskEngine(BaseEngine):
 
     def _release_step_view(self, live: LiveEngine, view: "Client", step_run_id: UUID, step_failed: bool) -> None:
         live.notes.get(_KEYS_BEFORE_STEP, {}).pop(step_run_id, None)
+
+    # ---- usage and the performance report (flavors/dask/usage.py) ------------------
+
+    def _mark_step_start(self, live: LiveEngine, view: "Client", step_run_id: UUID) -> Optional[usage.StepMark]:
+        span = live.notes.get(_STEP_SPANS, {}).pop(step_run_id, None)
+        if span is None:
+            return None
+        span_id, title = span
+        return usage.mark_step_start(view, span_id, title, report=self.config.keep_step_record)
+
+    def _step_usage(
+        self, live: LiveEngine, view: "Client", step_run_id: UUID, mark: Optional[usage.StepMark]
+    ) -> Optional[StepUsage]:
+        return usage.step_usage(view, mark) if mark is not None else None
+
+    def _step_record(
+        self, live: LiveEngine, view: "Client", step_run_id: UUID, mark: Optional[usage.StepMark]
+    ) -> Optional[StepRecord]:
+        if mark is None:
+            return None
+        from zenml.types import HTMLString
+
+        html = usage.performance_report(view, mark)
+        return StepRecord(name=usage.REPORT_NAME, data=HTMLString(html), facts=usage.report_facts())
 
     def _check_resources(self, client: "Client", wanted: Dict[str, float]) -> None:
         """Fail now instead of queueing tasks no current worker can ever run."""
