@@ -627,8 +627,12 @@ class BaseEngine(HostedInFeatureStoreSlot):
         if "usage" not in facts and "record" not in facts:
             return
         try:
+            from zenml.client import Client
             from zenml.orchestrators.publish_utils import publish_step_run_metadata
 
+            if self._bundle is not None:  # the bundle's metadata holds each member by kind
+                published = Client().get_run_step(info.step_run_id).run_metadata.get("compute_engine")
+                facts = {**(published if isinstance(published, dict) else {}), self.kind: facts}
             publish_step_run_metadata(info.step_run_id, {self.id: {"compute_engine": facts}})
         except Exception as e:
             logger.warning("Recording the usage of step '%s' failed: %s", info.pipeline_step_name, e)
