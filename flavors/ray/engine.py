@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -16,8 +17,10 @@ from typing import Any, Dict, Iterator, List, Optional, Set
 from uuid import UUID
 
 from zenml_compute_engines.flavors.engine import BaseEngine, EngineError, LiveEngine, current_step_context, live_engines
-from zenml_compute_engines.flavors.ray import reaper
+from zenml_compute_engines.flavors.ray import reaper, usage
 from zenml_compute_engines.flavors.ray.flavor import RayEngineConfig, RayEngineSettings, RayRuntime, _canonical, parse_address
+from zenml_compute_engines.flavors.usage import StepRecord, StepUsage
+from zenml_compute_engines.materializers.engine_record import EngineRecordFile
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # Ray replaces 127.0.0.1/localhost by the machine's routable IP (so that other nodes can
@@ -173,6 +176,9 @@ def _http(url: Optional[str]) -> Optional[str]:
 
 
 _REFS_BEFORE_STEP = "refs_before_step"
+# A step's task events, taken once for its usage and its timeline (`RayEngine._step_tasks`).
+_STEP_TASKS = "step_tasks"
+_TIMELINE_FILE = "ray_timeline.json"
 
 
 def _driver_refs() -> Optional[Set[bytes]]:
@@ -398,12 +404,18 @@ class RayEngine(BaseEngine):
         if config.include_dashboard:
             self._check_dashboard_dependencies()
 
+        system_config = {}
+        if (config.record_usage or config.keep_step_record) and f"RAY_{usage.REPORT_INTERVAL_KEY}" not in os.environ:
+            # A step's usage waits for its last task events: have them sent sooner.
+            system_config[usage.REPORT_INTERVAL_KEY] = usage.OWNED_REPORT_INTERVAL_MS
+
         def init() -> Any:
             with _loopback_node_ip(True), _quiet_thread_warning():
                 return ray.init(
                     # "local" always starts a new Ray: None would join RAY_ADDRESS or the
                     # latest `ray start` cluster on this machine.
                     address="local",
+                    _system_config=system_config or None,
                     num_cpus=config.num_cpus,
                     num_gpus=config.num_gpus,
                     resources=dict(config.resources) or None,
@@ -649,3 +661,47 @@ class RayEngine(BaseEngine):
 
     def _release_step_view(self, live: LiveEngine, view: RayRuntime, step_run_id: UUID, step_failed: bool) -> None:
         live.notes.get(_REFS_BEFORE_STEP, {}).pop(step_run_id, None)
+        taken = live.notes.get(_STEP_TASKS, {}).pop(step_run_id, None)
+        if taken is not None and taken[1] is not None:  # the timeline is saved by now
+            shutil.rmtree(taken[1], ignore_errors=True)
+
+    # ---- usage and timeline --------------------------------------------------------
+
+    def _mark_step_start(self, live: LiveEngine, view: RayRuntime, step_run_id: UUID) -> int:
+        return time.time_ns()
+
+    def _step_usage(self, live: LiveEngine, view: RayRuntime, step_run_id: UUID, mark: Any) -> Optional[StepUsage]:
+        tasks = self._step_tasks(live, view, step_run_id, mark)
+        return usage.step_usage(tasks) if tasks is not None else None
+
+    def _step_record(self, live: LiveEngine, view: RayRuntime, step_run_id: UUID, mark: Any) -> Optional[StepRecord]:
+        tasks = self._step_tasks(live, view, step_run_id, mark)
+        if tasks is None:
+            return None
+        folder = tempfile.mkdtemp(prefix="zenml-ray-timeline-")
+        live.notes[_STEP_TASKS][step_run_id] = (tasks, folder)  # removed once the artifact is saved
+        path = os.path.join(folder, _TIMELINE_FILE)
+        if not usage.write_timeline(tasks, path):
+            return None  # the step ran no task
+        return StepRecord(
+            name="ray_timeline",
+            data=EngineRecordFile(path, "ray timeline"),
+            facts={"open": f"Perfetto UI (ui.perfetto.dev) or chrome://tracing: load {{uri}}/{_TIMELINE_FILE}"},
+        )
+
+    def _step_tasks(self, live: LiveEngine, view: RayRuntime, step_run_id: UUID, mark: Any) -> Optional[usage.StepTasks]:
+        """The step's task events from the GCS, taken once for its usage and its timeline;
+        None for a Ray Client driver (the GCS is the cluster's, out of its reach) or a step
+        that shut Ray down."""
+        import ray
+
+        taken = live.notes.setdefault(_STEP_TASKS, {})
+        if step_run_id in taken:
+            return taken[step_run_id][0]
+        if mark is None or _is_client_mode() or not ray.is_initialized():
+            return None
+        if "report_interval_s" not in live.notes:
+            live.notes["report_interval_s"] = usage.report_interval_s()
+        tasks = usage.collect(view.job_id, mark, str(step_run_id), live.notes["report_interval_s"])
+        taken[step_run_id] = (tasks, None)
+        return tasks

@@ -1,0 +1,195 @@
+"""A step's work on Ray, from the task events Ray's GCS keeps: its usage and its timeline.
+
+Every Ray process reports the tasks it owns or runs to the GCS as task events: each task
+attempt's state changes with their times (submitted, running, finished, failed) and its
+profile spans (what `ray.timeline()` draws). The GCS keeps them per job, without the
+dashboard. A step's tasks are the task attempts of this driver's job that were submitted
+between the step taking the engine and the end of the step (after its outputs are saved,
+so a materializer's Ray Data writes count); another driver's tasks belong to another job.
+
+Ray sends task events in batches, every `task_events_report_interval_ms` (1 s by default),
+so the step's last tasks reach the GCS after the step ended. `collect` waits for them,
+within a bound: the driver stamps the end of the step into its own events, and once that
+stamp and every task of the step (finished, failed) arrived, nothing the step did is
+missing. An owned Ray reports every 0.1 s (`OWNED_REPORT_INTERVAL_MS`) to keep that wait short.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List
+
+from zenml_compute_engines.flavors.usage import StepUsage
+
+SOURCE = "ray gcs task events"
+REPORT_INTERVAL_KEY = "task_events_report_interval_ms"
+# What an owned Ray is started with when a step's usage or timeline is recorded; measured
+# to add no time to a step (docs/usage.md).
+OWNED_REPORT_INTERVAL_MS = 100
+_RAY_DEFAULT_REPORT_INTERVAL_MS = 1000
+# The profile span the driver records at the end of a step: its arrival at the GCS shows
+# that the driver has reported every task it submitted before it.
+_END_MARK = "zenml:step_end"
+# How long a report may take to reach the GCS after its interval is up.
+_REPORT_LATENCY_S = 0.25
+
+
+@dataclass
+class StepTasks:
+    """The task events of one step.
+
+    Attributes:
+        attempts: The `TaskEvents` of each task attempt the step submitted (driver excluded).
+        driver: The driver's `TaskEvents` (its profile spans: task submissions), or None.
+        start_ns: When the step took the engine (wall clock, ns).
+        end_ns: When the step ended.
+        complete: Whether every attempt reported its end (False when the bound passed first,
+            or a task was still running when the step ended).
+    """
+
+    attempts: List[Any]
+    driver: Any
+    start_ns: int
+    end_ns: int
+    complete: bool
+
+
+def report_interval_s() -> float:
+    """How often this cluster's processes send their task events to the GCS."""
+    from ray._private.state import state
+
+    configured = state.get_system_config().get(REPORT_INTERVAL_KEY)
+    if configured is None:
+        configured = os.environ.get(f"RAY_{REPORT_INTERVAL_KEY}", _RAY_DEFAULT_REPORT_INTERVAL_MS)
+    return int(configured) / 1000
+
+
+def collect(job_id: str, start_ns: int, step_key: str, interval_s: float) -> StepTasks:
+    """The task events of the step of driver job `job_id` that took the engine at `start_ns`
+    and ends now, once they reached the GCS: waits until the driver's end stamp and the end
+    of every task arrived, or until every process reported once since the end while a task
+    still runs, and at most two report intervals and a second."""
+    end_ns = time.time_ns()
+    _stamp_end(step_key)
+    ended = time.monotonic()
+    settled_at = ended + interval_s + _REPORT_LATENCY_S
+    give_up_at = ended + 2 * interval_s + 1.0
+    poll_s = min(max(interval_s / 4, 0.02), 0.1)
+    while True:
+        began = time.monotonic()
+        tasks, stamped = _select(_task_events(), job_id, start_ns, end_ns, step_key)
+        now = time.monotonic()
+        if (stamped and (tasks.complete or now >= settled_at)) or now >= give_up_at:
+            return tasks
+        time.sleep(max(poll_s, now - began))  # a large GCS answers slowly: ask it less often
+
+
+def step_usage(tasks: StepTasks) -> StepUsage:
+    """The step's usage: its task attempts, the failed ones and the time they ran (from
+    RUNNING to FINISHED/FAILED, as Ray's state API reports a task's start and end; a task
+    still running when the step ended counts until then)."""
+    from ray.core.generated.common_pb2 import TaskStatus
+
+    running, finished, failed = (TaskStatus.Value(name) for name in ("RUNNING", "FINISHED", "FAILED"))
+    busy_ns = 0
+    failures = 0
+    for attempt in tasks.attempts:
+        times = attempt.state_updates.state_ts_ns
+        failures += failed in times
+        if running in times:
+            end = times.get(finished) or times.get(failed) or tasks.end_ns
+            busy_ns += max(0, end - times[running])
+    return StepUsage(source=SOURCE, tasks=len(tasks.attempts), failed_tasks=failures, busy_s=busy_ns / 1e9)
+
+
+def write_timeline(tasks: StepTasks, path: str) -> int:
+    """Write the step's timeline to `path` as `ray.timeline()` writes a cluster's (Chrome
+    trace events): the profile spans of the step's task attempts (`task::<function>`,
+    deserializing, executing, storing outputs) and the driver's task submissions within
+    the step. Returns how many events it holds."""
+    from ray._private.state import GlobalState
+
+    colors = GlobalState._default_color_mapping
+    events: List[Dict[str, Any]] = []
+    for entry in [*tasks.attempts, tasks.driver]:
+        if entry is None or not entry.HasField("profile_events"):
+            continue
+        profile = entry.profile_events
+        if profile.component_type not in ("worker", "driver"):
+            continue
+        for span in profile.events:
+            if span.event_name == _END_MARK:
+                continue
+            if entry is tasks.driver and not tasks.start_ns <= span.start_time <= tasks.end_ns:
+                continue  # the driver's spans of other steps
+            try:
+                extra = json.loads(span.extra_data)
+            except ValueError:
+                extra = {}
+            events.append({
+                "cat": span.event_name,
+                "name": extra.get("name", span.event_name),
+                "pid": profile.node_ip_address,
+                "tid": f"{profile.component_type}:{profile.component_id.hex()}",
+                "ts": span.start_time / 1000,
+                "dur": (span.end_time - span.start_time) / 1000,
+                "ph": "X",
+                "cname": extra.get("cname", colors[span.event_name]),
+                "args": extra,
+            })
+    with open(path, "w") as handle:
+        json.dump(sorted(events, key=lambda event: event["ts"]), handle)
+    return len(events)
+
+
+def _stamp_end(step_key: str) -> None:
+    """Record the driver's end-of-step span (with the step's id) among its task events."""
+    import ray
+
+    with ray._private.worker.global_worker.core_worker.profile_event(_END_MARK.encode(), {"step": step_key}):
+        pass
+
+
+def _task_events() -> List[Any]:
+    """Every task event the GCS keeps (`TaskEvents` protos), as `ray.timeline()` reads them."""
+    from ray._private.state import state
+
+    if hasattr(state, "_get_all_task_events"):  # newer Ray: the GCS, or the dashboard if so configured
+        return state._get_all_task_events()
+    from ray.core.generated.gcs_pb2 import TaskEvents
+
+    state._check_connected()
+    return [TaskEvents.FromString(raw) for raw in state.global_state_accessor.get_task_events()]
+
+
+def _select(events: List[Any], job_id: str, start_ns: int, end_ns: int, step_key: str) -> "tuple[StepTasks, bool]":
+    """The step's task events among `events`, and whether the driver's end stamp is there."""
+    from ray.core.generated.common_pb2 import TaskStatus, TaskType
+
+    driver_type = TaskType.Value("DRIVER_TASK")
+    running, finished, failed = (TaskStatus.Value(name) for name in ("RUNNING", "FINISHED", "FAILED"))
+    attempts: List[Any] = []
+    driver = None
+    complete = True
+    for entry in events:
+        if entry.job_id.hex() != job_id:
+            continue
+        if entry.task_info.type == driver_type:
+            driver = entry
+            continue
+        times = entry.state_updates.state_ts_ns
+        if not times:
+            continue
+        # Submitted by the owner (our driver, or a task of the step) within the step.
+        if not start_ns <= min(times.values()) <= end_ns:
+            continue
+        attempts.append(entry)
+        # A finished attempt also needs its worker's report (when it began running).
+        complete = complete and (failed in times or (finished in times and running in times))
+    stamped = driver is not None and any(
+        span.event_name == _END_MARK and step_key in span.extra_data for span in driver.profile_events.events
+    )
+    return StepTasks(attempts, driver, start_ns, end_ns, complete), stamped
