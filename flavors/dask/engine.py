@@ -426,7 +426,7 @@ class DaskEngine(BaseEngine):
             return None
         from zenml.types import HTMLString
 
-        html = usage.performance_report(view, mark)
+        html = usage.performance_report(view, mark, scheduler_here=live.handle.cluster is not None)
         return StepRecord(name=usage.REPORT_NAME, data=HTMLString(html), facts=usage.report_facts())
 
     def _check_resources(self, client: "Client", wanted: Dict[str, float]) -> None:

@@ -144,19 +144,64 @@ def _worker_bytes(client: "Client", span_ids: List[str]) -> Tuple[int, Optional[
     return spilled, sent
 
 
-def performance_report(client: "Client", mark: StepMark) -> str:
+def performance_report(client: "Client", mark: StepMark, scheduler_here: bool) -> str:
     """Dask's performance report (`distributed.performance_report`'s HTML, with BokehJS
     inline so that it opens without network) of the scheduler from the step's start
-    until now: every task of that window, another client's too on a shared scheduler."""
+    until now: every task of that window, another client's too on a shared scheduler.
+    `scheduler_here`: the scheduler runs in this process (an owned LocalCluster)."""
     if mark.report_start is None or mark.report_count is None:
         raise ValueError("the step's start was not marked for a report")
-    return client.sync(
-        client.scheduler.performance_report,
-        start=mark.report_start,
-        last_count=mark.report_count,
-        code=mark.title,  # shown where Dask shows the code that ran
-        mode="inline",
-    )
+    if scheduler_here:
+        _find_bokeh_file_template()
+    try:
+        return client.sync(
+            client.scheduler.performance_report,
+            start=mark.report_start,
+            last_count=mark.report_count,
+            code=mark.title,  # shown where Dask shows the code that ran
+            mode="inline",
+        )
+    except Exception as e:
+        if "'file.html' not found" not in str(e):
+            raise
+        raise RuntimeError(
+            "the scheduler's Dask cannot render its performance report with its bokeh: bokeh 3.9 "
+            "renamed the template file.html, which distributed releases before the fix "
+            "(dask/distributed#9205) still extend; upgrade distributed on the scheduler, or "
+            "install bokeh<3.9 there"
+        ) from e
+
+
+def _find_bokeh_file_template() -> None:
+    """Let this process's Dask render its performance report with bokeh >= 3.9, as later
+    distributed releases do (dask/distributed#9205): bokeh renamed its `file.html` template
+    to `file.html.jinja`, which Dask's report template extends by the old name. Only where
+    that combination is installed; once per process."""
+    import os
+
+    import distributed
+    from bokeh.core import templates
+
+    shipped = os.path.join(os.path.dirname(distributed.__file__), "dashboard", "templates", "file.html")
+    renamed = os.path.join(os.path.dirname(templates.__file__), "_templates", "file.html.jinja")
+    if os.path.exists(shipped) or not os.path.exists(renamed) or hasattr(templates.get_env, "_old_file_name"):
+        return
+    from jinja2 import FileSystemLoader
+
+    class Loader(FileSystemLoader):
+        def get_source(self, environment: Any, template: str) -> Any:
+            return super().get_source(environment, "file.html.jinja" if template == "file.html" else template)
+
+    bokeh_get_env = templates.get_env
+
+    def get_env() -> Any:
+        environment = bokeh_get_env()
+        # A FileSystemLoader still: Dask appends its own folder to `searchpath`.
+        environment.loader = Loader(list(environment.loader.searchpath))
+        return environment
+
+    get_env._old_file_name = True  # type: ignore[attr-defined]
+    templates.get_env = get_env
 
 
 def report_facts() -> Dict[str, Any]:
