@@ -19,7 +19,8 @@ set -u
 cd "$(dirname "$0")/.."
 python="${PYTHON:-.venv/bin/python}"
 oldest=.venv-oldest
-ray_tests=tests/integration/test_ray_engine.py
+ray_tests=(tests/integration/test_ray_engine.py tests/integration/test_ray_usage.py)
+ignore_ray=("${ray_tests[@]/#/--ignore=}")
 parallel=(-n "${TEST_WORKERS:-2}" --dist worksteal)
 
 # The BigQuery emulator lives in a venv of its own (.venv-bqemu), created once here.
@@ -46,15 +47,15 @@ run() {  # run <python> <pytest arguments...>
 
 # Each venv's tests see the other's Spark (a cluster of another release line).
 export OTHER_SPARK_HOME="$(spark_home "$oldest/bin/python")"
-run "$python" -m pytest -q -ra --durations=25 "${parallel[@]}" --ignore="$ray_tests" "$@"
-run "$python" -m pytest -q -ra --durations=10 "${parallel[@]}" "$ray_tests" "$@"
+run "$python" -m pytest -q -ra --durations=25 "${parallel[@]}" "${ignore_ray[@]}" "$@"
+run "$python" -m pytest -q -ra --durations=10 "${parallel[@]}" "${ray_tests[@]}" "$@"
 
 if [ "${OLDEST_PASS:-1}" = 1 ]; then
     echo "The fast set on the oldest supported releases ($oldest):"
     "$oldest/bin/python" -m pip list 2>/dev/null | grep -iE "^(zenml|pyspark|ray|dask|distributed) "
     export OTHER_SPARK_HOME="$(spark_home "$python")"
-    run "$oldest/bin/python" -m pytest -q -ra --durations=10 "${parallel[@]}" -m "not slow" --ignore="$ray_tests" "$@"
-    run "$oldest/bin/python" -m pytest -q -ra "${parallel[@]}" -m "not slow" "$ray_tests" "$@"
+    run "$oldest/bin/python" -m pytest -q -ra --durations=10 "${parallel[@]}" -m "not slow" "${ignore_ray[@]}" "$@"
+    run "$oldest/bin/python" -m pytest -q -ra "${parallel[@]}" -m "not slow" "${ray_tests[@]}" "$@"
 fi
 
 failed=0
