@@ -18,7 +18,9 @@ from zenml.logger import get_logger
 
 from zenml_compute_engines.flavors.engine import BaseEngine, EngineError, LiveEngine, current_step_context
 from zenml_compute_engines.flavors.spark import driver_console
+from zenml_compute_engines.flavors.spark import usage as spark_usage
 from zenml_compute_engines.flavors.spark.flavor import SparkEngineConfig, SparkEngineSettings
+from zenml_compute_engines.flavors.usage import StepRecord, StepUsage
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -28,6 +30,11 @@ if TYPE_CHECKING:
 logger = get_logger(__name__)
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# How to open a step's event log: Spark's History Server on the artifact's folder
+# ("{uri}", filled in by the core), at http://localhost:18080.
+_HISTORY_SERVER = (
+    "SPARK_HISTORY_OPTS=-Dspark.history.fs.logDirectory={uri} $SPARK_HOME/sbin/start-history-server.sh"
+)
 
 
 @dataclass
@@ -379,8 +386,12 @@ class SparkEngine(BaseEngine):
                 conf["spark.driver.bindAddress"] = "127.0.0.1"
                 conf["spark.pyspark.python"] = sys.executable
             conf.update(spark_conf_for_artifact_store(Client().active_stack.artifact_store))
-        conf.update({k: _spark_value(v) for k, v in self.config.conf.items()})
-        conf.update({k: _spark_value(v) for k, v in settings.conf.items()})
+        user_conf = {k: _spark_value(v) for k, v in {**self.config.conf, **settings.conf}.items()}
+        if self.config.keep_step_record and (self.config.owns_engine or self.config.master.startswith("spark://")):
+            # Our driver (owned, or ours on a standalone cluster) writes the event log
+            # each step's own is cut from; a spark.eventLog.* of the user's wins.
+            conf.update(spark_usage.event_log_conf(user_conf))
+        conf.update(user_conf)
         return conf
 
     def _stop(self, handle: "SparkSession", owned: bool) -> None:
@@ -389,6 +400,7 @@ class SparkEngine(BaseEngine):
         handle.stop()
         if not self.config.is_connect:
             self._driver_jvm_gone(shutdown_driver_jvm(wait_s=120 if self._recording() else 10))
+            spark_usage.forget_event_logs()
         elif SparkEngine._set_connect_marker:
             os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
             SparkEngine._set_connect_marker = False
@@ -469,6 +481,32 @@ class SparkEngine(BaseEngine):
         if context.uiWebUrl:
             facts["spark_ui_url"] = facts["dashboard_url"] = context.uiWebUrl
         return facts
+
+    def _step_usage(self, live: LiveEngine, view: "SparkSession", step_run_id: UUID, mark: Any) -> Optional[StepUsage]:
+        """The step's jobs, counted by the driver's status store (flavors/spark/usage.py);
+        None for Spark Connect, whose driver is the server's."""
+        if self.config.is_connect:
+            return None
+        return spark_usage.step_usage(view.sparkContext, _job_tag(step_run_id))
+
+    def _step_record(self, live: LiveEngine, view: "SparkSession", step_run_id: UUID, mark: Any) -> Optional[StepRecord]:
+        """The step's own Spark event log, which Spark's History Server opens from the
+        artifact's folder; None for Spark Connect, whose driver is the server's."""
+        from zenml_compute_engines.materializers.engine_record import EngineRecordFile
+
+        if self.config.is_connect:
+            return None
+        context = view.sparkContext
+        path, jobs = spark_usage.step_event_log(context, _job_tag(step_run_id), str(step_run_id))
+        return StepRecord(
+            name="spark_event_log",
+            data=EngineRecordFile(path, "spark event log"),
+            facts={
+                "history_server": _HISTORY_SERVER,
+                "application_id": context.applicationId,
+                "jobs": jobs,
+            },
+        )
 
     # ---- per-step settings ---------------------------------------------------------
 
