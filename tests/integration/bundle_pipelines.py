@@ -26,7 +26,15 @@ def spark_with_settings() -> Annotated[int, "partitions"]:
     return int(spark_session().conf.get("spark.sql.shuffle.partitions"))
 
 
+@step
+def both_engines() -> Annotated[int, "both"]:
+    """One step on both members: Spark counts 3 partitions, Dask runs 2 tasks."""
+    rows = spark_session().sparkContext.parallelize(range(30), 3).count()
+    return int(rows + sum(dask_client().gather(dask_client().map(abs, [-1, -2]))))
+
+
 @pipeline(enable_cache=False)
 def two_engines(n: int = 100) -> None:
     dask_total(spark_numbers(n))
     spark_with_settings(after="dask_total")
+    both_engines(after="spark_with_settings")

@@ -55,6 +55,12 @@ def test_two_engines_of_one_bundle_each_start_once_and_stop(zen, bundle_stack):
     assert first["spark"]["application_id"] == third["application_id"]  # one Spark for the run
     for facts in (first["spark"], second["dask"], third):
         assert facts["engine_starts_in_process"] == 1 and facts["mode"] == "owned"
+    # A step on both members records each one's usage under its kind.
+    assert run.steps["both_engines"].outputs["both"][0].load() == 33
+    fourth = zenml_env.step_metadata(run, "both_engines")
+    assert set(fourth) == {"spark", "dask"}
+    assert fourth["spark"]["usage"]["tasks"] == 3 and fourth["dask"]["usage"]["tasks"] == 2
+    assert first["spark"]["usage"]["tasks"] > 0 and second["dask"]["usage"]["tasks"] > 0
     # Both members began while ZenML prepared the run: their data types are in the signatures.
     assert first["spark"]["prestarted"] is True and second["dask"]["prestarted"] is True
 
