@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import shutil
 import socket
 import sys
@@ -200,14 +201,15 @@ class _DriverThread:
     Ray ties the daemons it starts (gcs_server, raylet, ...) to the *thread* that spawned
     them (`prctl(PR_SET_PDEATHSIG, SIGKILL)`): had `ray.init` run on the short-lived
     thread the core starts engines on (`BaseEngine._within_timeout`), the kernel would
-    kill Ray the moment that thread returned. This thread parks until `release()`; as a
-    daemon it also dies with the process, taking an owned Ray's daemons with it.
+    kill Ray the moment that thread returned. This thread then waits for work that must
+    run on the driver's own thread (`call`) until `release()`; as a daemon it also dies
+    with the process, taking an owned Ray's daemons with it.
     """
 
     def __init__(self, init: Any) -> None:
         self._init = init
         self._ready = threading.Event()
-        self._release = threading.Event()
+        self._jobs: "queue.SimpleQueue[Optional[Any]]" = queue.SimpleQueue()
         self._result: Any = None
         self._error: Optional[BaseException] = None
         self._thread = threading.Thread(target=self._run, name="ray-driver", daemon=True)
@@ -221,7 +223,8 @@ class _DriverThread:
             self._ready.set()
             return
         self._ready.set()
-        self._release.wait()
+        while (job := self._jobs.get()) is not None:
+            job()
 
     def wait(self) -> Any:
         self._ready.wait()
@@ -229,8 +232,29 @@ class _DriverThread:
             raise self._error
         return self._result
 
+    def call(self, function: Any, timeout_s: float) -> bool:
+        """Run `function` on the driver's thread: Ray files what a driver records (its
+        profile spans) under the driver only from the thread that ran `ray.init`. Whether
+        it ran, without error, within `timeout_s`."""
+        if self._error is not None or not self._thread.is_alive():
+            return False
+        done = threading.Event()
+        outcome: List[bool] = []
+
+        def job() -> None:
+            try:
+                function()
+                outcome.append(True)
+            except Exception as e:
+                logger.debug("Running %s on the Ray driver's thread failed: %s", function, e)
+            finally:
+                done.set()
+
+        self._jobs.put(job)
+        return done.wait(timeout_s) and bool(outcome)
+
     def release(self) -> None:
-        self._release.set()
+        self._jobs.put(None)
         self._thread.join(timeout=5)
 
 
@@ -702,6 +726,13 @@ class RayEngine(BaseEngine):
             return None
         if "report_interval_s" not in live.notes:
             live.notes["report_interval_s"] = usage.report_interval_s()
-        tasks = usage.collect(view.job_id, mark, str(step_run_id), live.notes["report_interval_s"])
+        end_ns = time.time_ns()
+        step_key = str(step_run_id)
+        # Stamped on the driver's thread, the end of the step shows when the driver has
+        # reported its last tasks (a Ray the user initialized has no such thread of ours).
+        driver = _DRIVER
+        if driver is not None:
+            driver.call(lambda: usage.stamp_end(step_key), timeout_s=2.0)
+        tasks = usage.collect(view.job_id, mark, end_ns, step_key, live.notes["report_interval_s"])
         taken[step_run_id] = (tasks, None)
         return tasks
