@@ -42,6 +42,9 @@ def _run_isolated(engine, config, monkeypatch, capfd):
     facts = [step_metadata(run, f"{engine}_{name}") for name in ("make", "count")]
     for step_facts in facts:
         assert step_facts["engine_starts_in_process"] == 1
+        # Each step process recorded its own usage at its end (the first one's is its
+        # output's write, the second one's the count).
+        assert step_facts["usage"]["tasks"] > 0, step_facts
     # Whatever the step processes started is gone with them.
     assert processes_marked(MARK, marked, settle_s=20) == []
     return facts, capfd.readouterr()
