@@ -373,7 +373,8 @@ class DaskEngine(BaseEngine):
             # The step's span: entered and left with its other annotations (one context
             # variable: two managers left in the order they were entered would restore
             # each other's), so that its outputs' writes count too.
-            title = f"{context.pipeline.name}::{context.step_run.name}"
+            pipeline = context.pipeline_run.pipeline  # (a run may have none: then the run's name)
+            title = f"{pipeline.name if pipeline else context.pipeline_run.name}::{context.step_run.name}"
             span_id, annotations["span"] = usage.span_annotation(title)
             live.notes.setdefault(_STEP_SPANS, {})[context.step_run.id] = (span_id, title)
         if annotations and context is not None:

@@ -118,6 +118,9 @@ class DaskEngineConfig(BaseEngineConfig, DaskEngineSettings):
             scheduler's small HTTP endpoint (health, metrics) listens, on loopback too.
         prestart: `auto` by default: the cluster's start overlaps ZenML's preparation
             of a run that will use it (see `BaseEngineConfig`).
+
+    `record_usage` stays on (about 20 ms per step) and `keep_step_record` off: Dask's
+    performance report of a step took 1.3 s and 1.7 MB per step (docs/usage.md#dask).
     """
 
     scheduler_address: Optional[str] = None
