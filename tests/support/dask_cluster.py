@@ -52,7 +52,10 @@ def resource_probe(*_: Any) -> Dict[str, Any]:
     return {
         "available": dict(worker.state.available_resources),
         "held": dict(getattr(task, "resource_restrictions", None) or {}),
-        "annotations": {k: v for k, v in (getattr(task, "annotations", None) or {}).items() if k != "resources"},
+        # Without the engine's own: resources (checked apart) and the step's span (usage).
+        "annotations": {
+            k: v for k, v in (getattr(task, "annotations", None) or {}).items() if k not in ("resources", "span")
+        },
     }
 
 
