@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Set, Tuple
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from zenml.logger import get_logger
 
@@ -49,39 +49,48 @@ def drain_listener_bus(context: "SparkContext", timeout_s: float) -> bool:
         return False
 
 
+# What a stage attempt says of its tasks (`StageData`'s fields, read one by one).
+_STAGE_FIGURES = (
+    "attemptId", "numCompleteTasks", "numFailedTasks", "numKilledTasks",
+    "executorRunTime", "inputBytes", "shuffleReadBytes", "diskBytesSpilled",
+)
+
+
 class _StatusStore:
-    """Spark's `AppStatusStore` through py4j, each answer read as the JSON of Spark's REST
-    API (one round trip per object instead of one per field)."""
+    """Spark's `AppStatusStore` (and status tracker) through py4j: the few figures we
+    add up, as Python values."""
 
     def __init__(self, context: "SparkContext") -> None:
-        jvm = context._gateway.jvm
         self._gateway = context._gateway
         self._store = context._jsc.sc().statusStore()
         self._tracker = context._jsc.sc().statusTracker()
-        self._json = jvm.com.fasterxml.jackson.databind.ObjectMapper()
-        self._json.registerModule(jvm.com.fasterxml.jackson.module.scala.DefaultScalaModule())
-        self._no_statuses = jvm.java.util.ArrayList()
-
-    def _read(self, value: Any) -> Any:
-        return json.loads(self._json.writeValueAsString(value))
 
     def job_ids(self, tag: str) -> List[int]:
         return sorted(int(job) for job in self._tracker.getJobIdsForTag(tag))
 
-    def job(self, job_id: int) -> Dict[str, Any]:
-        return self._read(self._store.job(job_id))
+    def stage_ids(self, job_id: int) -> List[int]:
+        listed = self._store.job(job_id).stageIds().mkString(",")
+        return [int(stage) for stage in listed.split(",") if stage]
 
     def stage_attempts(self, stage_id: int) -> List[Dict[str, Any]]:
-        no_quantiles = self._gateway.new_array(self._gateway.jvm.double, 0)
-        return self._read(self._store.stageData(stage_id, False, self._no_statuses, False, no_quantiles))
+        """The stage's attempts that ran (not skipped, nor still pending)."""
+        jvm = self._gateway.jvm
+        no_quantiles = self._gateway.new_array(jvm.double, 0)
+        attempts = self._store.stageData(stage_id, False, jvm.java.util.ArrayList(), False, no_quantiles)
+        ran = []
+        for index in range(attempts.size()):
+            attempt = attempts.apply(index)
+            if attempt.status().toString() not in _NOT_RUN:
+                ran.append({name: getattr(attempt, name)() for name in _STAGE_FIGURES})
+        return ran
 
     def largest_task_peak_memory(self, stage_id: int, attempt_id: int) -> int:
         """The largest peak execution memory a successful task of the stage attempt had
         (the stage's own figure is the sum over its tasks)."""
         maximum = self._gateway.new_array(self._gateway.jvm.double, 1)
         maximum[0] = 1.0
-        summary = self._read(self._store.taskSummary(stage_id, attempt_id, maximum))
-        return int(summary["peakExecutionMemory"][0]) if summary else 0
+        summary = self._store.taskSummary(stage_id, attempt_id, maximum)
+        return int(summary.get().peakExecutionMemory().apply(0)) if summary.isDefined() else 0
 
 
 def step_usage(context: "SparkContext", tag: str, drain_s: float = 10.0) -> StepUsage:
@@ -96,18 +105,17 @@ def step_usage(context: "SparkContext", tag: str, drain_s: float = 10.0) -> Step
     stage_ids: List[int] = []
     for job_id in store.job_ids(tag):
         try:
-            job = store.job(job_id)
+            stage_ids.extend(store.stage_ids(job_id))
         except Exception:  # evicted from the store (retention)
             continue
         jobs += 1
-        stage_ids.extend(job["stageIds"])
     usage = StepUsage(
         source=SOURCE, tasks=0, jobs=jobs, stages=0, failed_tasks=0, busy_s=0.0,
         bytes_read=0, bytes_shuffled=0, bytes_spilled=0, peak_memory_bytes=0,
     )
     for stage_id in sorted(set(stage_ids)):
         try:
-            attempts = [a for a in store.stage_attempts(stage_id) if a["status"] not in _NOT_RUN]
+            attempts = store.stage_attempts(stage_id)
         except Exception:  # evicted from the store (retention)
             continue
         usage.stages += 1 if attempts else 0
@@ -192,11 +200,11 @@ def step_event_log(context: "SparkContext", tag: str, name: str, drain_s: float 
     shutil.rmtree(steps, ignore_errors=True)
     cut_dir = steps / name
     cut_dir.mkdir(parents=True)
-    lines = _read_lines(context, _log_files(Path(where.path), log_name), cut_dir)
+    lines = _read_lines(context, _log_files(Path(unquote(where.path)), log_name), cut_dir)
     events, jobs = cut_step_events(lines, tag)
     target = cut_dir / log_name  # no dot in the name: Spark reads a suffix as a codec
     with open(target, "w", encoding="utf-8") as handle:
-        handle.writelines(line if line.endswith("\n") else line + "\n" for line in events)
+        handle.writelines(events)
         # Spelled as Spark does: the History Server finds it by its first characters.
         handle.write(f'{{"Event":"SparkListenerApplicationEnd","Timestamp":{int(time.time() * 1000)}}}\n')
     return str(target), jobs
@@ -250,10 +258,11 @@ class _StepScope:
     tasks: Set[int] = field(default_factory=set)
     executions: Set[int] = field(default_factory=set)
 
-    def holds(self, event: Dict[str, Any]) -> bool:
+    def keeps(self, event: Dict[str, Any]) -> bool:
         """Whether `event` belongs in the step's log, by the fields Spark's JSON protocol
         gives it: about a job, a stage, a task or an SQL execution of the step, or about
-        the application as a whole (its start, environment, executors)."""
+        the application as a whole (its start, environment, executors). Asked in the
+        log's order: it notes the step's tasks as they start."""
         if "Job ID" in event:
             return event["Job ID"] in self.jobs
         if "Stage Info" in event:
@@ -273,9 +282,10 @@ class _StepScope:
 
 def cut_step_events(lines: Iterable[str], tag: str) -> Tuple[List[str], int]:
     """The lines of an application's event log that belong in a step's own log (see
-    `_StepScope.holds`), and the step's job count: the step's jobs are those tagged
+    `_StepScope.keeps`), and the step's job count: the step's jobs are those tagged
     `tag`, its stages and SQL executions those its jobs name."""
-    events = [(line, json.loads(line)) for line in lines if line.strip()]
+    # A line without its newline is an event the driver is still writing.
+    events = [(line, json.loads(line)) for line in lines if line.endswith("\n") and line.strip()]
     scope = _StepScope()
     for _, event in events:
         kind = event["Event"]
@@ -289,4 +299,4 @@ def cut_step_events(lines: Iterable[str], tag: str) -> Tuple[List[str], int]:
                         scope.executions.add(int(properties[key]))
         elif kind.endswith("SparkListenerSQLExecutionStart") and tag in (event.get("jobTags") or ()):
             scope.executions.add(event["executionId"])  # Spark 4 tags executions, with or without jobs
-    return [line for line, event in events if scope.holds(event)], len(scope.jobs)
+    return [line for line, event in events if scope.keeps(event)], len(scope.jobs)

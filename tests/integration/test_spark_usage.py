@@ -157,6 +157,7 @@ def _history_servers(port):
 
 
 def test_a_steps_event_log_keeps_the_application_and_its_own_jobs_only():
+    """The cut, on a log of two steps' jobs, ending in an event the driver still writes."""
     def line(**event):
         return json.dumps(event) + "\n"
 
@@ -180,6 +181,7 @@ def test_a_steps_event_log_keeps_the_application_and_its_own_jobs_only():
         line(Event="org.apache.spark.sql.execution.ui.SparkListenerSQLExecutionEnd", executionId=1),
         line(Event="org.apache.spark.sql.execution.ui.SparkListenerSQLExecutionEnd", executionId=0),
     ]
-    kept, jobs = cut_step_events(log, ours)
+    being_written = '{"Event":"SparkListenerTaskEnd","Stage ID":1,"Task'
+    kept, jobs = cut_step_events(log + [being_written], ours)
     assert jobs == 1
     assert kept == log[:2] + log[6:11] + log[12:16]
