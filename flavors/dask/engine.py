@@ -425,10 +425,16 @@ class DaskEngine(BaseEngine):
     ) -> Optional[StepRecord]:
         if mark is None:
             return None
-        from zenml.types import HTMLString
+        from zenml_compute_engines.flavors.dask import task_stream_page
+        from zenml_compute_engines.materializers.engine_record import EngineRecordPages
 
-        html = usage.performance_report(view, mark, scheduler_here=live.handle.cluster is not None)
-        return StepRecord(name=usage.REPORT_NAME, data=HTMLString(html), facts=usage.report_facts())
+        report = usage.performance_report(view, mark, scheduler_here=live.handle.cluster is not None)
+        stream = task_stream_page.render(mark.title, usage.task_stream(view, mark), mark.report_start)
+        # The static page first: the ZenML dashboard runs no scripts in a visualization.
+        pages = {usage.TASK_STREAM_FILE: stream, usage.REPORT_FILE: report}
+        return StepRecord(
+            name=usage.REPORT_NAME, data=EngineRecordPages(pages, "dask performance report"), facts=usage.report_facts()
+        )
 
     def _check_resources(self, client: "Client", wanted: Dict[str, float]) -> None:
         """Fail now instead of queueing tasks no current worker can ever run."""

@@ -204,10 +204,26 @@ def _find_bokeh_file_template() -> None:
     templates.get_env = get_env
 
 
+REPORT_FILE = "dask-performance-report.html"
+TASK_STREAM_FILE = "task-stream.html"
+
+
+def task_stream(client: "Client", mark: StepMark) -> List[Dict[str, Any]]:
+    """The scheduler's task-stream records from the step's start (those of its report)."""
+
+    def records(dask_scheduler: Any, start: float) -> List[Dict[str, Any]]:
+        return dask_scheduler.get_task_stream(start=start)
+
+    return client.run_on_scheduler(records, start=mark.report_start)
+
+
 def report_facts() -> Dict[str, Any]:
     """How to open the report, for the step's metadata (the core adds the artifact's uri)."""
     return {
-        "format": "Dask performance report (self-contained HTML)",
-        "open": "the step's outputs in the ZenML dashboard (visualization), or {uri}/output.html in a browser",
+        "format": "Dask performance report (self-contained HTML) and a static page of its task stream",
+        "open": (
+            f"the step's outputs in the ZenML dashboard (the task stream; the report after a download: the "
+            f"dashboard runs no scripts in a visualization), or {{uri}}/{REPORT_FILE} in a browser"
+        ),
     }
 

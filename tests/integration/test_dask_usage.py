@@ -145,7 +145,7 @@ def _report_artifact(run, step: str):
 
 
 def _report_text(run, step: str) -> str:
-    return str(_report_artifact(run, step)[1].load())
+    return _report_artifact(run, step)[1].load().pages["dask-performance-report.html"]
 
 
 def test_the_performance_report_is_the_steps_html_visualization(dask_stack):
@@ -158,14 +158,21 @@ def test_the_performance_report_is_the_steps_html_visualization(dask_stack):
 
     record, artifact = _report_artifact(run, "report_marker")
     assert record["artifact"] == "reported_step::report_marker::dask_performance_report"
-    assert record["uri"] == artifact.uri and record["open"].endswith(f"{artifact.uri}/output.html in a browser")
-    text = str(artifact.load())
-    parser = _Tags()
-    parser.feed(text)
-    parser.close()
-    assert parser.tags[:1] == ["html"] and parser.open == []
+    assert record["uri"] == artifact.uri
+    assert record["open"].endswith(f"{artifact.uri}/dask-performance-report.html in a browser")
+    pages = artifact.load().pages
+    assert list(pages) == ["task-stream.html", "dask-performance-report.html"]
+    for page in pages.values():
+        parser = _Tags()
+        parser.feed(page)
+        parser.close()
+        assert parser.tags[:1] == ["html"] and parser.open == []
+        assert "usage_report_marker" in page  # the step's task prefix, in the task stream
+    text = pages["dask-performance-report.html"]
     assert "Dask Performance Report" in text
-    assert "usage_report_marker" in text  # the step's task prefix, in the task stream
     assert "cdn.bokeh.org" not in text  # BokehJS inline: opens without network
-    assert [v.type for v in artifact.visualizations] == [VisualizationType.HTML]
+    # The static page needs no script (the dashboard runs none in a visualization).
+    assert "<script" not in pages["task-stream.html"] and "<svg" in pages["task-stream.html"]
+    assert [v.type for v in artifact.visualizations] == [VisualizationType.HTML, VisualizationType.HTML]
+    assert artifact.visualizations[0].uri.endswith("task-stream.html")
     assert _usage(run, "report_marker")["tasks"] == 4
