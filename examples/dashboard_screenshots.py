@@ -4,7 +4,9 @@ Starts a local ZenML server on 127.0.0.1 in a scratch config directory, runs the
 against it, opens the run in headless Chromium and saves two pictures:
 
     docs/img/dashboard-step-metadata.png    the `enrich` step's compute_engine metadata
+    docs/img/dashboard-step-usage.png       the same, scrolled to its usage
     docs/img/dashboard-dataset-preview.png  the `enriched` dataset's schema + first rows
+    docs/img/dashboard-dask-report.png      Dask's performance report of the `enrich` step
 
 then stops the server and removes the scratch directory. Needs Debian's Chromium and the
 Playwright driver (no browser download):
@@ -70,6 +72,11 @@ def _screenshots(server: LocalZenMLServer, run_id: str, out: Path) -> None:
         page.get_by_text("compute_engine", exact=True).click()
         page.wait_for_timeout(1500)
         page.screenshot(path=str(out / "dashboard-step-metadata.png"), animations="disabled", timeout=60_000)
+        usage = page.get_by_text("usage", exact=True).first
+        usage.click()
+        usage.evaluate("element => element.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(out / "dashboard-step-usage.png"), animations="disabled", timeout=60_000)
 
         page.goto(run_page, wait_until="networkidle")
         page.get_by_text("enriched", exact=True).first.click()
@@ -77,6 +84,13 @@ def _screenshots(server: LocalZenMLServer, run_id: str, out: Path) -> None:
         page.get_by_role("button", name="Load Preview").click()
         page.wait_for_timeout(2500)
         page.screenshot(path=str(out / "dashboard-dataset-preview.png"), animations="disabled", timeout=60_000)
+
+        page.goto(run_page, wait_until="networkidle")
+        page.get_by_text("enrich::dask_performance_report").first.click()
+        page.get_by_role("tab", name="Visualization").last.click()
+        page.get_by_role("button", name="Load Preview").click()
+        page.wait_for_timeout(6000)  # the report draws its charts with its inline BokehJS
+        page.screenshot(path=str(out / "dashboard-dask-report.png"), animations="disabled", timeout=60_000)
         browser.close()
 
 
@@ -103,7 +117,8 @@ def main() -> int:
     finally:
         server.stop()
         shutil.rmtree(scratch, ignore_errors=True)
-    for name in ("dashboard-step-metadata.png", "dashboard-dataset-preview.png"):
+    for name in ("dashboard-step-metadata.png", "dashboard-step-usage.png", "dashboard-dataset-preview.png",
+                 "dashboard-dask-report.png"):
         print(f"wrote {args.out / name}")
     return 0
 

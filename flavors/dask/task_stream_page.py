@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Tuple
 
 _WIDTH = 960
 _ROW = 18
-_LEFT = 180
+_LEFT = 270
 _TRANSFER = "#d62728"
 
 
