@@ -27,28 +27,7 @@ import ray  # noqa: E402
 import ray.data  # noqa: E402  (registers our materializer for ray.data.Dataset)
 
 from tests.integration import ray_usage_pipelines as up  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
-SMALL = {"num_cpus": 1, "object_store_memory": 100 * 1024 * 1024, "startup_timeout_s": 60}
-
-
-@pytest.fixture
-def ray_stack(zen):
-    """Activate a stack whose feature_store is a Ray engine with `config`; tears engines down after."""
-
-    def make(**config):
-        return zenml_env.activate_engine_stack("ray", config)
-
-    yield make
-    zenml_env.teardown_engines()
-    if ray.is_initialized():  # a test failed half-way: never leak a driver into the next test
-        ray.shutdown()
-
-
-def last_run(pipeline_name: str):
-    from zenml.client import Client
-
-    return Client().get_pipeline(pipeline_name).last_run
+from tests.integration.test_ray_engine import ROOT, SMALL, last_run, ray_stack  # noqa: E402, F401 (fixture)
 
 
 def usage_of(run, step):
