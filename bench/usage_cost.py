@@ -25,11 +25,16 @@ the step runs (Spark's event log writer, say); the hook time is the end-of-step 
 Run from the repository root:
 
     .venv/bin/python bench/usage_cost.py [--engines spark,dask,ray] [--runs 8] [--rounds 2]
+
+With `--ray-address HOST:PORT` the Ray component attaches to that cluster (started by
+hand, e.g. `ray start --head --node-ip-address=127.0.0.1 --num-cpus=1`) instead of owning
+one: what a step waits there for the task events of the cluster's processes.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -41,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import RAY_CHILD_ENV, BenchError, emit, isolated_env, result, run_bench, run_child  # noqa: E402
 
 ENGINES = ("spark", "dask", "ray")
+_RAY_ADDRESS_ENV = "USAGE_COST_RAY_ADDRESS"
 VARIANTS = {
     "off": {"record_usage": False, "keep_step_record": False},
     "usage": {"record_usage": True, "keep_step_record": False},
@@ -63,7 +69,9 @@ def _activate_stack(engine: str, options: Dict[str, Any]) -> None:
     client = Client()
     kind = StackComponentType.FEATURE_STORE
     register_flavors()
-    config = {**COMPONENT_CONFIG[engine], "reuse": "process", **options}
+    address = os.environ.get(_RAY_ADDRESS_ENV)
+    base = {"address": address} if engine == "ray" and address else COMPONENT_CONFIG[engine]
+    config = {**base, "reuse": "process", **options}
     client.create_stack_component(name=engine, flavor=engine, component_type=kind, configuration=config)
     client.create_stack(
         name=engine,
@@ -164,8 +172,11 @@ def main() -> int:
     parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated: spark,dask,ray")
     parser.add_argument("--runs", type=int, default=8, help="pipeline runs per child (default 8)")
     parser.add_argument("--rounds", type=int, default=2, help="children per variant (default 2)")
+    parser.add_argument("--ray-address", help="attach the Ray component to this cluster (HOST:PORT)")
     parser.add_argument("--child", nargs=3, metavar=("VARIANT", "ENGINE", "RUNS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.ray_address:
+        os.environ[_RAY_ADDRESS_ENV] = args.ray_address  # the children read it
     if args.child:
         variant, engine, runs = args.child
         child(variant, engine, int(runs))

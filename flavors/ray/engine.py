@@ -11,7 +11,7 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, Dict, Iterator, List, Optional, Set
@@ -467,14 +467,21 @@ class RayEngine(BaseEngine):
         _probe(host, port, address, timeout=min(10.0, self.config.startup_timeout_s))
         import ray
 
+        # A step's usage waits for its last task events: have this driver and its job's
+        # workers send them sooner than the cluster's default (a Ray Client records none).
+        records = (self.config.record_usage or self.config.keep_step_record) and not is_client
+
         def init() -> Any:
             with _loopback_node_ip(host in _LOOPBACK and not is_client), _quiet_thread_warning():
-                return ray.init(
-                    address=address,
-                    namespace=self.config.namespace,
-                    runtime_env=settings.runtime_env,
-                    log_to_driver=self.config.log_to_driver,
-                )
+                with usage.reporting_often(settings.runtime_env) if records else nullcontext(
+                    settings.runtime_env
+                ) as runtime_env:
+                    return ray.init(
+                        address=address,
+                        namespace=self.config.namespace,
+                        runtime_env=runtime_env,
+                        log_to_driver=self.config.log_to_driver,
+                    )
 
         try:
             context = _init_retrying_client_spawn(init, address, attempt) if is_client else _init_on_driver_thread(init)

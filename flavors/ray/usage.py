@@ -11,8 +11,10 @@ Ray sends task events in batches, every `task_events_report_interval_ms` (1 s by
 so the step's last tasks reach the GCS after the step ended. `collect` waits for them,
 within a bound: the driver stamps the end of the step into its own events, and once that
 stamp and the end of every task of the step arrived, nothing the step did is missing
-(without the stamp, once every process has reported since the end). An owned Ray reports
-every 0.05 s (`OWNED_REPORT_INTERVAL_MS`) to keep that wait short.
+(without the stamp, once every process has reported since the end). To keep that wait
+short, an owned Ray reports every 0.05 s (`OWNED_REPORT_INTERVAL_MS`), and so do, on an
+attached cluster, this driver and the workers of its job (`reporting_often`): Ray reads
+the interval from a process's environment when it starts.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List, Optional
 
 from zenml_compute_engines.flavors.usage import StepUsage
 
@@ -59,9 +62,38 @@ class StepTasks:
     complete: bool
 
 
+# The interval `reporting_often` gave this process's driver and its job's workers, if any.
+_reporting_every_s: Optional[float] = None
+
+
+@contextmanager
+def reporting_often(runtime_env: Optional[Dict[str, Any]]) -> Iterator[Optional[Dict[str, Any]]]:
+    """Connect within this: this driver, and the workers of its job through the returned
+    runtime_env, report task events every `OWNED_REPORT_INTERVAL_MS` (not the cluster's
+    1 s), unless the user set the interval. The environment variable is set only while
+    Ray initializes this driver."""
+    global _reporting_every_s
+    key = f"RAY_{REPORT_INTERVAL_KEY}"
+    env_vars = dict((runtime_env or {}).get("env_vars") or {})
+    _reporting_every_s = None
+    if key in os.environ or key in env_vars:
+        yield runtime_env
+        return
+    _reporting_every_s = OWNED_REPORT_INTERVAL_MS / 1000
+    env_vars[key] = str(OWNED_REPORT_INTERVAL_MS)
+    os.environ[key] = env_vars[key]
+    try:
+        yield {**(runtime_env or {}), "env_vars": env_vars}
+    finally:
+        os.environ.pop(key, None)
+
+
 def report_interval_s() -> float:
-    """How often this cluster's processes send their task events to the GCS."""
+    """How often the processes of this driver's job send their task events to the GCS."""
     from ray._private.state import state
+
+    if _reporting_every_s is not None:  # attached, `reporting_often`
+        return _reporting_every_s
 
     configured = state.get_system_config().get(REPORT_INTERVAL_KEY)
     if configured is None:
