@@ -161,6 +161,22 @@ def _same_cluster(address: str) -> bool:
         return False
 
 
+def _forget_gcs_reader() -> None:
+    """Drop the GCS reader Ray's global state may keep from an earlier connection: it is
+    made on first use and dropped by `ray.shutdown()` only after the driver's own shutdown,
+    so a shutdown given up at its bound (a lost cluster) leaves it pointing at the old
+    cluster, and its first read of the new one would end the process (WrongClusterID).
+    The next read makes a new one (Ray 2.40: `global_state_accessor`; later: with an
+    underscore)."""
+    from ray._private.state import state
+
+    with getattr(state, "_init_lock", nullcontext()):
+        for name in ("_global_state_accessor", "global_state_accessor"):
+            if name in vars(state):  # an attribute, not Ray 2.60's property of the same name
+                setattr(state, name, None)
+                return
+
+
 def _is_client_mode() -> bool:
     try:
         from ray.util.client import ray as client_ray
@@ -501,6 +517,7 @@ class RayEngine(BaseEngine):
                 # The core gave up waiting (startup_timeout_s) and raised already.
                 _shutdown_ray()
                 raise EngineError("Ray came up after startup_timeout_s; shut it down again")
+            _forget_gcs_reader()
             runtime = self._runtime(context, mode=mode, runtime_env=settings.runtime_env)
             self._attempt = None
             return runtime
@@ -550,6 +567,22 @@ class RayEngine(BaseEngine):
         except EngineError:
             return False
         return _is_client_mode() or _same_cluster(address)
+
+    def _gcs_is_ours(self, live: LiveEngine) -> bool:
+        """Whether the GCS this driver joined still answers (cheaper than `_is_alive`: no
+        gRPC probe, which costs 0.2 s a step): its processes, for an owned Ray; its port
+        and cluster id, for an attached one."""
+        if live.owned:
+            daemons = [process for name in _RAY_DAEMONS for process in _owned_node_processes(name) or []]
+            return all(process.poll() is None for process in daemons)
+        address = self.config.address or ""
+        try:
+            _, host, port = parse_address(address)
+            with socket.create_connection((host, port), timeout=1.0):
+                pass
+        except (ValueError, OSError):
+            return False
+        return _same_cluster(address)
 
     def _check_dashboard_dependencies(self) -> None:
         import importlib.util
@@ -730,6 +763,11 @@ class RayEngine(BaseEngine):
         if step_run_id in taken:
             return taken[step_run_id][0]
         if mark is None or _is_client_mode() or not ray.is_initialized():
+            return None
+        if not self._gcs_is_ours(live):
+            # Ray ends the whole process when a GCS read fails (a RAY_CHECK), so a cluster
+            # that went away during the step is not asked.
+            logger.info("The Ray cluster of '%s' no longer answers: no usage for this step.", self.name)
             return None
         if "report_interval_s" not in live.notes:
             live.notes["report_interval_s"] = usage.report_interval_s()
