@@ -487,8 +487,18 @@ class BaseEngine(HostedInFeatureStoreSlot):
             if step_run_id not in live.step_views:
                 view = live.step_views[step_run_id] = self._step_view(live, settings)
                 if self.config.record_usage or self.config.keep_step_record:
-                    live.step_marks[step_run_id] = self._mark_step_start(live, view, step_run_id)
+                    self._mark_start_of(live, view, context)
             return live.step_views[step_run_id]
+
+    def _mark_start_of(self, live: LiveEngine, view: Any, context: StepContext) -> None:
+        """`_mark_step_start`, never failing the step: without a mark, its usage is not taken."""
+        try:
+            live.step_marks[context.step_run.id] = self._mark_step_start(live, view, context.step_run.id)
+        except Exception as e:
+            logger.warning(
+                "Could not mark the start of step '%s' on the %s engine of '%s' (its usage will not be "
+                "recorded): %s", context.step_run.name, self.kind, self.name, e,
+            )
 
     def _step_settings(self, step_run: Any) -> BaseEngineSettings:
         """The component's config merged with the step's settings for it. A bundle member
