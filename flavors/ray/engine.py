@@ -161,6 +161,11 @@ def _same_cluster(address: str) -> bool:
         return False
 
 
+def _owned_daemons() -> List[Any]:
+    """An owned Ray's GCS and raylet processes (children of ours) that Ray keeps track of."""
+    return [process for name in _RAY_DAEMONS for process in _owned_node_processes(name) or []]
+
+
 def _forget_gcs_reader() -> None:
     """Drop the GCS reader Ray's global state may keep from an earlier connection: it is
     made on first use and dropped by `ray.shutdown()` only after the driver's own shutdown,
@@ -554,7 +559,7 @@ class RayEngine(BaseEngine):
         if live.owned:
             # Our own GCS and raylet are our child processes: ask them, not the network
             # (a gRPC probe costs 0.2 s per step).
-            daemons = [process for name in _RAY_DAEMONS for process in _owned_node_processes(name) or []]
+            daemons = _owned_daemons()
             if len(daemons) == len(_RAY_DAEMONS):
                 return all(process.poll() is None for process in daemons)
         address = self.config.address if not live.owned else live.handle.address
@@ -573,8 +578,7 @@ class RayEngine(BaseEngine):
         gRPC probe, which costs 0.2 s a step): its processes, for an owned Ray; its port
         and cluster id, for an attached one."""
         if live.owned:
-            daemons = [process for name in _RAY_DAEMONS for process in _owned_node_processes(name) or []]
-            return all(process.poll() is None for process in daemons)
+            return all(process.poll() is None for process in _owned_daemons())
         address = self.config.address or ""
         try:
             _, host, port = parse_address(address)
