@@ -42,7 +42,8 @@ def parse_address(address: str) -> Tuple[bool, str, int]:
 
 
 def _canonical(value: Optional[Mapping[str, Any]]) -> str:
-    return json.dumps(value or {}, sort_keys=True, default=str)
+    # dict(): a running engine's runtime_env is a read-only mapping, which json cannot encode.
+    return json.dumps(dict(value or {}), sort_keys=True, default=str)
 
 
 class RayEngineSettings(BaseEngineSettings):

@@ -164,6 +164,12 @@ def runtime_env_pipeline() -> None:
 
 
 @pipeline(enable_cache=False)
+def component_env_pipeline() -> None:
+    env_in_task(name="ZEN_RAY_COMPONENT_ENV", id="first")
+    env_in_task(name="ZEN_RAY_COMPONENT_ENV", id="second", after="first")
+
+
+@pipeline(enable_cache=False)
 def failing_pipeline() -> None:
     fail_with_ray(make_dataset(10))
 

@@ -192,6 +192,18 @@ def test_per_step_runtime_env_restarts_an_owned_engine(ray_stack, init_calls):
     assert_no_ray_left()
 
 
+COMPONENT_ENV = {"env_vars": {"ZEN_RAY_COMPONENT_ENV": "from-component"}}
+
+
+def test_a_components_runtime_env_holds_for_every_step_of_one_ray(ray_stack, init_calls):
+    ray_stack(**SMALL, runtime_env=COMPONENT_ENV)
+    rp.component_env_pipeline()
+    run = last_run("component_env_pipeline")
+    assert [run.steps[s].output.load() for s in ("first", "second")] == ["from-component"] * 2
+    assert init_calls == ["local"]  # the second step asks for the runtime_env Ray runs with
+    assert_no_ray_left()
+
+
 def test_failing_step_shuts_the_owned_engine_down(ray_stack):
     ray_stack(**SMALL)
     with pytest.raises(RuntimeError, match="fail_with_ray"):
@@ -413,6 +425,14 @@ def test_attached_cluster_stays_alive_and_our_driver_disconnects(ray_cluster, ra
     assert not ray_processes(), "the attached run started Ray processes of its own"
     # The cluster's session folder (on this machine, where our driver joined it) is theirs.
     assert (Path(ray_cluster.temp_dir) / meta["ray_session"] / "logs").is_dir()
+
+
+@pytest.mark.slow
+def test_an_attached_cluster_runs_every_step_with_the_components_runtime_env(ray_cluster, ray_stack):
+    ray_stack(address=ray_cluster.address, startup_timeout_s=60, runtime_env=COMPONENT_ENV)
+    rp.component_env_pipeline()
+    run = last_run("component_env_pipeline")
+    assert [run.steps[s].output.load() for s in ("first", "second")] == ["from-component"] * 2
 
 
 @pytest.mark.slow
