@@ -10,11 +10,12 @@ own, in alternating rounds so that the machine's drift hits all of them alike:
 
 Each child runs the soak pipeline (`STEPS` steps with a small job on the engine) `--runs`
 times and reports each run's wall time (the first run of a child, which pays warm-up, is
-dropped), the time the core's end-of-step recording took (`BaseEngine._record_step`,
-timed directly), and the bytes of the records kept in the artifact store. Per engine:
+dropped), the time the core's recording took per step (`BaseEngine._record_step` at the
+end of each step, plus `_take_later_usage`, where a step left its usage for the next
+step's end, timed directly), and the bytes of the records kept in the artifact store. Per engine:
 
   RESULT usage_cost_<engine>_<variant>_ms_per_step value=<median run time - off's, per step>
-  RESULT usage_cost_<engine>_<variant>_hook_ms value=<median time in _record_step per step>
+  RESULT usage_cost_<engine>_<variant>_hook_ms value=<median time in those hooks per step>
   RESULT usage_cost_<engine>_<variant>_vs_off ratio=<median run time / off's>
   RESULT usage_cost_<engine>_record_bytes_per_step value=<bytes of the kept record per step>
 
@@ -96,27 +97,34 @@ def _record_bytes(run: Any) -> List[int]:
 def child(variant: str, engine: str, runs: int) -> None:
     from zenml.client import Client
 
-    from bench.pipelines_soak import soak_pipeline
+    from bench.pipelines_soak import STEPS, soak_pipeline
     from zenml_compute_engines import shutdown_engines
     from zenml_compute_engines.flavors.engine import BaseEngine
 
     _activate_stack(engine, VARIANTS[variant])
-    hook_s: List[float] = []
-    record_step = BaseEngine._record_step
+    in_hooks = [0.0]
 
-    def timed(self: Any, *args: Any) -> None:
-        started = time.perf_counter()
-        try:
-            record_step(self, *args)
-        finally:
-            hook_s.append(time.perf_counter() - started)
+    def timed(hook: Any) -> Any:
+        def timed_hook(self: Any, *args: Any) -> None:
+            started = time.perf_counter()
+            try:
+                hook(self, *args)
+            finally:
+                in_hooks[0] += time.perf_counter() - started
 
-    BaseEngine._record_step = timed  # type: ignore[method-assign]
-    run_s, sizes = [], []
+        return timed_hook
+
+    # A step's part: at its end, and what it left for the next step's end (Ray's wait for
+    # its last task events).
+    BaseEngine._record_step = timed(BaseEngine._record_step)  # type: ignore[method-assign]
+    BaseEngine._take_later_usage = timed(BaseEngine._take_later_usage)  # type: ignore[method-assign]
+    run_s, hook_s, sizes = [], [], []
     for _ in range(runs):
+        in_hooks[0] = 0.0
         started = time.perf_counter()
         run = soak_pipeline(engine=engine)
         run_s.append(time.perf_counter() - started)
+        hook_s.append(in_hooks[0] / STEPS)
         if "completed" not in str(run.status).lower():
             raise BenchError(f"run ended {run.status}")
         sizes += _record_bytes(Client().get_pipeline_run(run.id))
@@ -149,7 +157,7 @@ def run(scratch: Path, engines: Sequence[str], runs: int, rounds: int) -> None:
             for variant in VARIANTS:
                 payload = _run_child(scratch, engine, variant, round_, runs)
                 run_s[variant] += payload["run_s"][1:]  # the first run warms up
-                hook_s[variant] += payload["hook_s"][STEPS:]
+                hook_s[variant] += payload["hook_s"][1:]
                 sizes += payload["record_bytes"]
         off = statistics.median(run_s["off"])
         print(f"  {engine}: a run of {STEPS} steps takes {off:.3f} s with recording off "

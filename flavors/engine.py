@@ -35,7 +35,7 @@ from zenml.feature_stores.base_feature_store import (
 from zenml.logger import get_logger
 from zenml.steps.step_context import StepContext
 
-from zenml_compute_engines.flavors.usage import StepRecord, StepUsage
+from zenml_compute_engines.flavors.usage import StepRecord, StepUsage, UsageLater
 
 
 def current_step_context() -> Optional[StepContext]:
@@ -171,6 +171,9 @@ class LiveEngine:
     step_views: Dict[UUID, Any] = field(default_factory=dict)
     # What `_mark_step_start` noted when each step took its view (for its usage).
     step_marks: Dict[UUID, Any] = field(default_factory=dict)
+    # Usage of ended steps that the engine reports later (`UsageLater`), taken at the end
+    # of the next step or before the engine stops (`BaseEngine._take_later_usage`).
+    later_usage: List["_LaterUsage"] = field(default_factory=list)
     kept_for_inspection: bool = False
     # `_describe` once per engine: it may cost round trips (Spark conf over py4j), and
     # what it reports does not change while the engine lives.
@@ -408,11 +411,18 @@ class BaseEngine(HostedInFeatureStoreSlot):
         either is on. Nothing by default."""
         return None
 
-    def _step_usage(self, live: LiveEngine, view: Any, step_run_id: UUID, mark: Any) -> Optional[StepUsage]:
+    def _step_usage(
+        self, live: LiveEngine, view: Any, step_run_id: UUID, mark: Any
+    ) -> "Optional[StepUsage | UsageLater]":
         """What step `step_run_id` ran on the engine and what it cost, from the engine's
         own accounting, counting no other step's or pipeline's work; None where the engine
         cannot tell. Called at the end of the step (after its outputs are saved, also when
-        it failed), within a bound, on a thread of its own."""
+        it failed), within a bound, on a thread of its own.
+
+        An engine whose accounting reaches it after the step (Ray's task events) returns a
+        function that waits for it (`UsageLater`): the core calls it at once, or, when a
+        later step of the run certainly ends in this process, at that step's end, so that
+        the run does not wait for it."""
         return None
 
     def _step_record(self, live: LiveEngine, view: Any, step_run_id: UUID, mark: Any) -> Optional[StepRecord]:
@@ -576,10 +586,11 @@ class BaseEngine(HostedInFeatureStoreSlot):
             if live is None:
                 return
             view = live.step_views.get(info.step_run_id)
+            if view is not None and step_failed:
+                self._cancel_within_bound(live, view, info)
+            self._take_later_usage(live)
             if view is not None:
-                if step_failed:
-                    self._cancel_within_bound(live, view, info)
-                self._record_step(live, view, info)
+                self._record_step(live, view, info, step_failed)
                 del live.step_views[info.step_run_id]
                 self._release_step_view(live, view, info.step_run_id, step_failed)
             # (An engine kept across runs, reuse=process, belongs to the run that started it.)
@@ -618,7 +629,7 @@ class BaseEngine(HostedInFeatureStoreSlot):
                 info.pipeline_step_name, self.kind, self.name, ", ".join(cancelled),
             )
 
-    def _record_step(self, live: LiveEngine, view: Any, info: Any) -> None:
+    def _record_step(self, live: LiveEngine, view: Any, info: Any, step_failed: bool) -> None:
         """Add the step's usage (and its record, an artifact) to its `compute_engine`
         metadata, published again in full: ZenML keeps the latest value of a key. Bounded
         and never raising: a step's own outcome is what the user must see."""
@@ -626,34 +637,51 @@ class BaseEngine(HostedInFeatureStoreSlot):
         if not (self.config.record_usage or self.config.keep_step_record):
             return
         facts = self._engine_facts(live, info.step_run_id)
+        step = info.pipeline_step_name
         if self.config.record_usage:
-            usage = self._bounded_step_call("usage", self._step_usage, live, view, info, mark)
+            usage = self._bounded("usage", step, self._step_usage, live, view, info.step_run_id, mark)
+            if callable(usage):
+                if not self.config.keep_step_record and not step_failed and _a_later_step_ends_here(info):
+                    live.later_usage.append(_LaterUsage(info.step_run_id, step, facts, usage))
+                    return
+                usage = self._bounded("usage", step, usage)
             if usage is not None:
                 facts["usage"] = usage.as_metadata()
         if self.config.keep_step_record:
-            record = self._bounded_step_call("record", self._step_record, live, view, info, mark)
+            record = self._bounded("record", step, self._step_record, live, view, info.step_run_id, mark)
             if record is not None:
                 facts["record"] = self._save_record(record, info)
-        if "usage" not in facts and "record" not in facts:
-            return
+        if "usage" in facts or "record" in facts:
+            self._publish_step_facts(info.step_run_id, step, facts)
+
+    def _take_later_usage(self, live: LiveEngine) -> None:
+        """Take and publish the usage that ended steps left for later (`UsageLater`): at the
+        end of the next step, before the engine stops, and at exit. Bounded, never raising."""
+        while live.later_usage:
+            later = live.later_usage.pop(0)
+            usage = self._bounded("usage", later.step_name, later.usage)
+            if usage is not None:
+                self._publish_step_facts(later.step_run_id, later.step_name, {**later.facts, "usage": usage.as_metadata()})
+
+    def _publish_step_facts(self, step_run_id: UUID, step_name: str, facts: Dict[str, Any]) -> None:
         try:
             from zenml.client import Client
             from zenml.orchestrators.publish_utils import publish_step_run_metadata
 
             if self._bundle is not None:  # the bundle's metadata holds each member by kind
-                published = Client().get_run_step(info.step_run_id).run_metadata.get("compute_engine")
+                published = Client().get_run_step(step_run_id).run_metadata.get("compute_engine")
                 facts = {**(published if isinstance(published, dict) else {}), self.kind: facts}
-            publish_step_run_metadata(info.step_run_id, {self.id: {"compute_engine": facts}})
+            publish_step_run_metadata(step_run_id, {self.id: {"compute_engine": facts}})
         except Exception as e:
-            logger.warning("Recording the usage of step '%s' failed: %s", info.pipeline_step_name, e)
+            logger.warning("Recording the usage of step '%s' failed: %s", step_name, e)
 
-    def _bounded_step_call(self, what: str, hook: Any, live: LiveEngine, view: Any, info: Any, mark: Any) -> Any:
+    def _bounded(self, what: str, step_name: str, function: Any, *args: Any) -> Any:
         try:
-            return _call_within(_RECORD_S, f"{self.kind}-{what}", hook, live, view, info.step_run_id, mark)
+            return _call_within(_RECORD_S, f"{self.kind}-{what}", function, *args)
         except Exception as e:
             logger.warning(
                 "Could not take the %s of step '%s' from the %s engine of '%s': %s",
-                what, info.pipeline_step_name, self.kind, self.name, e,
+                what, step_name, self.kind, self.name, e,
             )
             return None
 
@@ -712,6 +740,7 @@ class BaseEngine(HostedInFeatureStoreSlot):
         with _LOCK:
             if _LIVE.get(self.id) is live:
                 del _LIVE[self.id]
+            self._take_later_usage(live)
             if live.adopted:
                 return
             try:
@@ -791,6 +820,16 @@ _UNRELEASED: Dict[str, Optional[threading.Thread]] = {}
 _BOUNDED_STOP_S = 10.0
 _CANCEL_S = 15.0
 _RECORD_S = 30.0
+
+
+@dataclass
+class _LaterUsage:
+    """An ended step's usage that its engine reports later, with the facts to publish it with."""
+
+    step_run_id: UUID
+    step_name: str
+    facts: Dict[str, Any]
+    usage: UsageLater
 
 
 class _DeadlinePassed(Exception):
@@ -897,6 +936,17 @@ def _a_consumer_follows(info: Any) -> bool:
         for step in snapshot.step_configurations.values()
         for spec in _input_specs(step.spec)
     )
+
+
+def _a_later_step_ends_here(info: Any) -> bool:
+    """Whether a later step of the run certainly ends in this process (`_a_consumer_follows`,
+    under an orchestrator that runs every step here); False when that cannot be told."""
+    from zenml.client import Client
+
+    try:
+        return _a_consumer_follows(info) and not Client().active_stack.orchestrator.run_init_cleanup_at_step_level
+    except Exception:
+        return False
 
 
 def _run_is_over(info: Any) -> bool:

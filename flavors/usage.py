@@ -11,7 +11,7 @@ of the step, after its outputs are saved and also when it failed.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 
 @dataclass
@@ -65,3 +65,8 @@ class StepRecord:
     name: str
     data: Any
     facts: Dict[str, Any] = field(default_factory=dict)
+
+
+# What `_step_usage` returns for usage the engine reports after the step: a function that
+# waits for it (within the core's bound) and returns it, or None.
+UsageLater = Callable[[], Optional[StepUsage]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -14,13 +15,13 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from types import MappingProxyType
-from typing import Any, Dict, Iterator, List, Optional, Set
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set
 from uuid import UUID
 
 from zenml_compute_engines.flavors.engine import BaseEngine, EngineError, LiveEngine, current_step_context, live_engines
 from zenml_compute_engines.flavors.ray import reaper, usage
 from zenml_compute_engines.flavors.ray.flavor import RayEngineConfig, RayEngineSettings, RayRuntime, _canonical, parse_address
-from zenml_compute_engines.flavors.usage import StepRecord, StepUsage
+from zenml_compute_engines.flavors.usage import StepRecord, StepUsage, UsageLater
 from zenml_compute_engines.materializers.engine_record import EngineRecordFile
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -738,16 +739,24 @@ class RayEngine(BaseEngine):
     def _mark_step_start(self, live: LiveEngine, view: RayRuntime, step_run_id: UUID) -> int:
         return time.time_ns()
 
-    def _step_usage(self, live: LiveEngine, view: RayRuntime, step_run_id: UUID, mark: Any) -> Optional[StepUsage]:
-        tasks = self._step_tasks(live, view, step_run_id, mark)
-        return usage.step_usage(tasks) if tasks is not None else None
+    def _step_usage(self, live: LiveEngine, view: RayRuntime, step_run_id: UUID, mark: Any) -> Optional[UsageLater]:
+        collect = self._step_tasks(live, view, step_run_id, mark)
+        if collect is None:
+            return None
+
+        def step_usage() -> Optional[StepUsage]:
+            tasks = collect()
+            return usage.step_usage(tasks) if tasks is not None else None
+
+        return step_usage  # its wait for the last task events need not hold up the run
 
     def _step_record(self, live: LiveEngine, view: RayRuntime, step_run_id: UUID, mark: Any) -> Optional[StepRecord]:
-        tasks = self._step_tasks(live, view, step_run_id, mark)
+        collect = self._step_tasks(live, view, step_run_id, mark)
+        tasks = collect() if collect is not None else None
         if tasks is None:
             return None
         folder = tempfile.mkdtemp(prefix="zenml-ray-timeline-")
-        live.notes[_STEP_TASKS][step_run_id] = (tasks, folder)  # removed once the artifact is saved
+        live.notes[_STEP_TASKS][step_run_id] = (collect, folder)  # removed once the artifact is saved
         path = os.path.join(folder, _TIMELINE_FILE)
         if not usage.write_timeline(tasks, path):
             return None  # the step ran no task
@@ -757,21 +766,19 @@ class RayEngine(BaseEngine):
             facts={"open": f"Perfetto UI (ui.perfetto.dev) or chrome://tracing: load {{uri}}/{_TIMELINE_FILE}"},
         )
 
-    def _step_tasks(self, live: LiveEngine, view: RayRuntime, step_run_id: UUID, mark: Any) -> Optional[usage.StepTasks]:
-        """The step's task events from the GCS, taken once for its usage and its timeline;
-        None for a Ray Client driver (the GCS is the cluster's, out of its reach) or a step
-        that shut Ray down."""
+    def _step_tasks(
+        self, live: LiveEngine, view: RayRuntime, step_run_id: UUID, mark: Any
+    ) -> Optional[Callable[[], Optional[usage.StepTasks]]]:
+        """Stamp the end of the step; a function that takes its task events from the GCS once
+        they arrived (once, for its usage and its timeline; None if the cluster went away
+        meanwhile). None for a Ray Client driver (the GCS is the cluster's, out of its
+        reach) or a step that shut Ray down."""
         import ray
 
         taken = live.notes.setdefault(_STEP_TASKS, {})
         if step_run_id in taken:
             return taken[step_run_id][0]
-        if mark is None or _is_client_mode() or not ray.is_initialized():
-            return None
-        if not self._gcs_is_ours(live):
-            # Ray ends the whole process when a GCS read fails (a RAY_CHECK), so a cluster
-            # that went away during the step is not asked.
-            logger.info("The Ray cluster of '%s' no longer answers: no usage for this step.", self.name)
+        if mark is None or _is_client_mode() or not ray.is_initialized() or not self._gcs_answers(live):
             return None
         if "report_interval_s" not in live.notes:
             live.notes["report_interval_s"] = usage.report_interval_s()
@@ -782,6 +789,21 @@ class RayEngine(BaseEngine):
         driver = _DRIVER
         if driver is not None:
             driver.call(lambda: usage.stamp_end(step_key), timeout_s=2.0)
-        tasks = usage.collect(view.job_id, mark, end_ns, step_key, live.notes["report_interval_s"])
-        taken[step_run_id] = (tasks, None)
-        return tasks
+        interval_s = live.notes["report_interval_s"]
+
+        @functools.cache
+        def collect() -> Optional[usage.StepTasks]:
+            if not ray.is_initialized() or not self._gcs_answers(live):  # taken after a later step
+                return None
+            return usage.collect(view.job_id, mark, end_ns, step_key, interval_s)
+
+        taken[step_run_id] = (collect, None)
+        return collect
+
+    def _gcs_answers(self, live: LiveEngine) -> bool:
+        if self._gcs_is_ours(live):
+            return True
+        # Ray ends the whole process when a GCS read fails (a RAY_CHECK), so a cluster that
+        # went away is not asked.
+        logger.info("The Ray cluster of '%s' no longer answers: no usage for this step.", self.name)
+        return False

@@ -5,6 +5,7 @@ value, so an attached cluster's workers need not import this module).
 """
 
 import time
+from pathlib import Path
 from typing import Any, Dict
 
 import ray
@@ -54,6 +55,14 @@ def two_tasks_then_fail() -> int:
     raise ValueError("this step fails on purpose after two tasks")
 
 
+@step
+def waiting_for_sigterm(previous: int, marker: str) -> int:
+    """Uses no engine: says it started and waits to be terminated."""
+    Path(marker).write_text("started")
+    time.sleep(300)
+    return previous
+
+
 @pipeline(enable_cache=False)
 def three_then_five() -> None:
     # The dataset step last: Ray Data's own actors may go on working after it.
@@ -63,3 +72,8 @@ def three_then_five() -> None:
 @pipeline(enable_cache=False)
 def failing_after_tasks() -> None:
     two_tasks_then_fail()
+
+
+@pipeline(enable_cache=False)
+def three_then_terminated(marker: str) -> None:
+    waiting_for_sigterm(three_tasks(), marker=marker)

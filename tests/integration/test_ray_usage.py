@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -82,6 +83,48 @@ def test_two_steps_on_one_owned_engine_count_their_own_tasks_and_keep_their_time
         assert not [e for e in events if "tasks_work" in e["cat"] and function not in e["cat"]]
         assert f"three_then_five::{step}::ray_timeline" in run.steps[step].outputs  # kept as the step's artifact
     assert not ray.is_initialized()
+    assert_no_ray_left()
+
+
+def test_usage_left_for_later_steps_is_recorded_by_the_end_of_the_run(ray_stack):
+    # Without the timeline, a step followed by a consumer leaves its wait for the last task
+    # events to the next step's end; the run's last step waits itself.
+    for reuse in ("pipeline_run", "process"):
+        ray_stack(**SMALL, reuse=reuse)
+        up.three_then_five()
+        run = last_run("three_then_five")
+        assert run.status == "completed"
+        counts = [usage_of(run, step)["tasks"] for step in ("three_tasks", "five_tasks", "lazy_dataset")]
+        assert counts[:2] == [3, 5] and counts[2] >= 4, (reuse, counts)
+    zenml_env.teardown_engines()
+    assert_no_ray_left()
+
+
+@pytest.mark.slow
+def test_a_terminated_run_still_records_the_usage_left_for_later(ray_stack, tmp_path):
+    ray_stack(**SMALL)
+    marker = tmp_path / "second-step-started"
+    log = tmp_path / "pipeline.log"
+    code = (
+        "from tests.integration.ray_usage_pipelines import three_then_terminated\n"
+        f"three_then_terminated(marker={str(marker)!r})\n"
+    )
+    with open(log, "wb") as out:
+        child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert child.poll() is None, f"pipeline exited early:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, "the second step never started"
+            time.sleep(0.3)
+        child.send_signal(signal.SIGTERM)  # the engine stops on SIGTERM, after taking that usage
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    run = last_run("three_then_terminated")
+    assert usage_of(run, "three_tasks")["tasks"] == 3, log.read_text()[-3000:]
     assert_no_ray_left()
 
 
