@@ -29,7 +29,8 @@ Run from the repository root:
 
 With `--ray-address HOST:PORT` the Ray component attaches to that cluster (started by
 hand, e.g. `ray start --head --node-ip-address=127.0.0.1 --num-cpus=1`) instead of owning
-one: what a step waits there for the task events of the cluster's processes.
+one: what a step waits there for the task events of the cluster's processes. Its results
+are named `usage_cost_ray_attached_*`.
 """
 
 from __future__ import annotations
@@ -159,6 +160,7 @@ def run(scratch: Path, engines: Sequence[str], runs: int, rounds: int) -> None:
                 run_s[variant] += payload["run_s"][1:]  # the first run warms up
                 hook_s[variant] += payload["hook_s"][1:]
                 sizes += payload["record_bytes"]
+        label = f"{engine}_attached" if engine == "ray" and os.environ.get(_RAY_ADDRESS_ENV) else engine
         off = statistics.median(run_s["off"])
         print(f"  {engine}: a run of {STEPS} steps takes {off:.3f} s with recording off "
               f"({off / STEPS * 1000:.0f} ms per step)", flush=True)
@@ -168,11 +170,11 @@ def run(scratch: Path, engines: Sequence[str], runs: int, rounds: int) -> None:
             hook_ms = statistics.median(hook_s[variant]) * 1000
             print(f"    {variant:6s} +{added_ms:7.1f} ms per step (end-of-step hook {hook_ms:.1f} ms), "
                   f"{median / off:.3f}x the run", flush=True)
-            result(f"usage_cost_{engine}_{variant}_ms_per_step", value=added_ms)
-            result(f"usage_cost_{engine}_{variant}_hook_ms", value=hook_ms)
-            result(f"usage_cost_{engine}_{variant}_vs_off", ratio=median / off)
+            result(f"usage_cost_{label}_{variant}_ms_per_step", value=added_ms)
+            result(f"usage_cost_{label}_{variant}_hook_ms", value=hook_ms)
+            result(f"usage_cost_{label}_{variant}_vs_off", ratio=median / off)
         if sizes:
-            result(f"usage_cost_{engine}_record_bytes_per_step", value=statistics.median(sizes))
+            result(f"usage_cost_{label}_record_bytes_per_step", value=statistics.median(sizes))
 
 
 def main() -> int:

@@ -122,9 +122,10 @@ class RayEngineConfig(BaseEngineConfig, RayEngineSettings):
         namespace: Ray namespace of the driver (default: a fresh anonymous one).
         log_to_driver: Forward task and actor output to the step's logs.
 
-    `record_usage` stays on (its wait for the step's last task events: ~40 ms per step on
-    an owned Ray) and `keep_step_record` off: keeping a step's timeline as an artifact
-    added ~0.3 s per step (docs/usage.md#ray).
+    `record_usage` stays on (it added ~35 ms per step to a run, owned or attached: a step
+    that a later step consumes leaves its wait for its last task events to that step's
+    end) and `keep_step_record` off: keeping a step's timeline as an artifact added
+    0.1-0.2 s per step (docs/usage.md#ray).
     """
 
     address: Optional[str] = None
