@@ -846,7 +846,9 @@ def _call_within(
     """Call `function` on a daemon thread and return its result; raise what it raised, or
     `_DeadlinePassed` if it has not returned in `timeout_s`. The call is then left to
     finish (or to die with the process); `on_late_result`, if given, gets a result it
-    returns after that, on the same thread. A late error is dropped: nobody waits for it."""
+    returns after that, on the same thread. A late error is dropped: nobody waits for it.
+    Where Python starts no thread (an atexit handler on 3.12+), the call runs on the
+    caller's thread, without the bound."""
     outcome: Dict[str, Any] = {}
     decided = threading.Lock()  # the call finishing vs. the caller giving up
 
@@ -864,7 +866,10 @@ def _call_within(
             on_late_result(result)
 
     worker = threading.Thread(target=run, name=thread_name, daemon=True)
-    worker.start()
+    try:
+        worker.start()
+    except RuntimeError:  # no new thread from an atexit handler (Python 3.12+): here, unbounded
+        return function(*args, **kwargs)
     worker.join(timeout_s)
     with decided:
         if "result" not in outcome and "error" not in outcome:

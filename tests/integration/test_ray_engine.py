@@ -304,23 +304,12 @@ def test_sigterm_during_a_step_leaves_no_ray_processes(ray_stack, tmp_path):
         "from tests.integration.ray_pipelines import sleeping_pipeline\n"
         f"sleeping_pipeline(marker={str(marker)!r})\n"
     )
-    with open(log, "wb") as out:
-        child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while not marker.exists():
-            assert child.poll() is None, f"pipeline exited early:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, "the step never started"
-            time.sleep(0.3)
+    with zenml_env.python_until_marker(code, marker, log) as child:
         started = ray_processes(child.pid)
         names = {name for name in RAY_DAEMONS if zenml_env.named(started, name)}
         assert set(RAY_DAEMONS) <= names, f"expected raylet and gcs_server under the pipeline: {describe(started)}"
         child.send_signal(signal.SIGTERM)
         child.wait(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
     left = wait_gone(started, timeout=20)
     assert not left, f"left after SIGTERM: {describe(left)}\n{log.read_text()[-3000:]}"
     assert "Stopped the ray engine" in log.read_text()

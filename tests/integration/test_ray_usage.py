@@ -109,20 +109,9 @@ def test_a_terminated_run_still_records_the_usage_left_for_later(ray_stack, tmp_
         "from tests.integration.ray_usage_pipelines import three_then_terminated\n"
         f"three_then_terminated(marker={str(marker)!r})\n"
     )
-    with open(log, "wb") as out:
-        child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while not marker.exists():
-            assert child.poll() is None, f"pipeline exited early:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, "the second step never started"
-            time.sleep(0.3)
-        child.send_signal(signal.SIGTERM)  # the engine stops on SIGTERM, after taking that usage
+    with zenml_env.python_until_marker(code, marker, log) as child:
+        child.send_signal(signal.SIGTERM)  # the run stops, and with it the engine, after taking that usage
         child.wait(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
     run = last_run("three_then_terminated")
     assert usage_of(run, "three_tasks")["tasks"] == 3, log.read_text()[-3000:]
     assert_no_ray_left()

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import subprocess
+import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional
+from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional
 
 import psutil
 
@@ -74,6 +77,26 @@ def process_per_step_orchestrator() -> str:
     if name not in {c.name for c in client.list_stack_components(type=kind, size=1000).items}:
         client.create_stack_component(name=name, flavor=name, component_type=kind, configuration={})
     return name
+
+
+@contextmanager
+def python_until_marker(code: str, marker: Path, log: Path, timeout_s: float = 120) -> Iterator[subprocess.Popen]:
+    """Run `code` in a child Python at the repository's root (its output in `log`) and yield
+    it once `marker` exists (the step it runs wrote it); the child is killed on exit if it
+    still runs."""
+    with open(log, "wb") as out:
+        child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT_DIR, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not marker.exists():
+            assert child.poll() is None, f"the pipeline exited early:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"the step never started:\n{log.read_text()[-3000:]}"
+            time.sleep(0.3)
+        yield child
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
 
 
 def teardown_engines() -> None:

@@ -48,3 +48,11 @@ def test_an_error_after_the_deadline_is_dropped():
     release.set()
     passed.value.thread.join(10)
     assert not passed.value.thread.is_alive() and handed == []
+
+
+def test_where_python_starts_no_thread_the_call_runs_on_the_callers_thread(monkeypatch):
+    def refuse(self):  # what Python 3.12+ does in an atexit handler
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    assert _call_within(5, "t", threading.current_thread) is threading.current_thread()
