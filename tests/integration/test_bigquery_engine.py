@@ -14,8 +14,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import uuid
 
@@ -27,7 +25,6 @@ from tests.support import zenml_env
 from tests.support.bigquery_proxy import TOKEN
 from tests.support.ports import free_port
 
-ROOT = zenml_env.ROOT_DIR
 SOURCE_ROWS = [("a", 1.0), ("b", 2.0), ("a", 3.0)]
 
 
@@ -226,29 +223,20 @@ def test_a_failed_step_cancels_the_jobs_it_left_running(zen, bq, tmp_path):
 def test_sigterm_cancels_the_running_job_and_exits(bq, tmp_path):
     bq.stack()  # active in the session's ZenML config, which the subprocess inherits
     marker = tmp_path / "job.json"
-    log = open(tmp_path / "pipeline.log", "wb")
+    log = tmp_path / "pipeline.log"
     code = (
         "from tests.integration.bigquery_pipelines import sleeping_job_pipeline\n"
         f"sleeping_job_pipeline(marker_file={str(marker)!r})\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 120
-        while not marker.exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.2)
-        assert marker.exists(), (tmp_path / "pipeline.log").read_text()[-3000:]
+    with zenml_env.python_until_marker(code, marker, log) as proc:
         job_id = json.loads(marker.read_text())["job_id"]
         assert bq.proxy.cancels() == []
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
         assert proc.returncode != 0
         assert bq.proxy.cancels() == [job_id]
-        output = (tmp_path / "pipeline.log").read_text()
+        output = log.read_text()
         assert f"Cancelled BigQuery job {job_id}" in output and "was interrupted" in output, output[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_run_shares_one_session_and_aborts_it(bq):

@@ -19,7 +19,7 @@ import pytest
 from zenml_compute_engines import EngineError, compute_engine
 from zenml_compute_engines.flavors.engine import live_engines
 from tests.support import zenml_env
-from tests.support.dask_cluster import ROOT, leftover_workers, wait_until_gone
+from tests.support.dask_cluster import leftover_workers, wait_until_gone
 from tests.support.ports import free_port, is_loopback
 
 # Tiny engines: other engineers share this 2-core machine.
@@ -234,17 +234,12 @@ def test_steps_reusing_an_owned_cluster_log_no_connection_noise(dask_stack):
 def test_sigterm_stops_the_owned_cluster(dask_stack, tmp_path):
     dask_stack(**TINY)  # active in the session's ZenML config, which the subprocess inherits
     marker = tmp_path / "started.json"
-    log = open(tmp_path / "pipeline.log", "wb")
+    log = tmp_path / "pipeline.log"
     code = (
         "from tests.integration.dask_pipelines import sleeping_dask_pipeline\n"
         f"sleeping_dask_pipeline(marker={str(marker)!r})\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 120
-        while not marker.exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.3)
-        assert marker.exists(), (tmp_path / "pipeline.log").read_text()[-3000:]
+    with zenml_env.python_until_marker(code, marker, log) as proc:
         started = json.loads(marker.read_text())
         assert started["driver"] == proc.pid and started["workers"]
         workers = started["workers"]
@@ -257,12 +252,8 @@ def test_sigterm_stops_the_owned_cluster(dask_stack, tmp_path):
         assert wait_until_gone(workers, timeout=15) == []
         # Our SIGTERM handler closed the cluster (Dask's nannies would also take their
         # workers down with a dying parent, but not gracefully).
-        output = (tmp_path / "pipeline.log").read_text()
+        output = log.read_text()
         assert "Stopped the dask engine" in output and "(shutdown)" in output, output[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.slow

@@ -4,8 +4,6 @@ import os
 import posixpath
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -19,7 +17,8 @@ from zenml_compute_engines.flavors.engine import live_engines
 from tests.integration import pipelines as P
 from tests.support.ports import free_port, listening_ips
 from tests.support.spark_cluster import StandaloneCluster
-from tests.support.zenml_env import ROOT_DIR, descendants, java_children, manifest_of, step_error, step_metadata
+from tests.support import zenml_env
+from tests.support.zenml_env import descendants, java_children, manifest_of, step_error, step_metadata
 
 LOCAL = {"master": "local[2]", "ui_enabled": False}
 
@@ -322,21 +321,13 @@ def test_sigterm_during_a_run_leaves_no_java_process(spark_stack, tmp_path):
         "from tests.integration.pipelines import sleeping_pipeline\n"
         f"sleeping_pipeline(marker={str(marker)!r})\n"
     )
-    child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT_DIR)
-    try:
-        deadline = time.time() + 120
-        while not marker.exists() and time.time() < deadline and child.poll() is None:
-            time.sleep(0.2)
-        assert marker.exists(), "the step never started its Spark engine"
+    with zenml_env.python_until_marker(script, marker, tmp_path / "pipeline.log") as child:
         jvms = descendants(["java"], child.pid)
         assert jvms, "expected the pipeline process to run a driver JVM"
         child.send_signal(signal.SIGTERM)
         assert child.wait(timeout=60) != 0
         gone, alive = psutil.wait_procs(jvms, timeout=15)
         assert alive == []
-    finally:
-        if child.poll() is None:
-            child.kill()
 
 
 @pytest.mark.slow
