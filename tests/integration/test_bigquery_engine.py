@@ -224,11 +224,9 @@ def test_sigterm_cancels_the_running_job_and_exits(bq, tmp_path):
     bq.stack()  # active in the session's ZenML config, which the subprocess inherits
     marker = tmp_path / "job.json"
     log = tmp_path / "pipeline.log"
-    code = (
-        "from tests.integration.bigquery_pipelines import sleeping_job_pipeline\n"
-        f"sleeping_job_pipeline(marker_file={str(marker)!r})\n"
-    )
-    with zenml_env.python_until_marker(code, marker, log) as proc:
+    with zenml_env.pipeline_until_marker(
+        "tests.integration.bigquery_pipelines:sleeping_job_pipeline", marker, log, marker_argument="marker_file"
+    ) as proc:
         job_id = json.loads(marker.read_text())["job_id"]
         assert bq.proxy.cancels() == []
         proc.send_signal(signal.SIGTERM)

@@ -235,11 +235,8 @@ def test_sigterm_stops_the_owned_cluster(dask_stack, tmp_path):
     dask_stack(**TINY)  # active in the session's ZenML config, which the subprocess inherits
     marker = tmp_path / "started.json"
     log = tmp_path / "pipeline.log"
-    code = (
-        "from tests.integration.dask_pipelines import sleeping_dask_pipeline\n"
-        f"sleeping_dask_pipeline(marker={str(marker)!r})\n"
-    )
-    with zenml_env.python_until_marker(code, marker, log) as proc:
+    pipeline = "tests.integration.dask_pipelines:sleeping_dask_pipeline"
+    with zenml_env.pipeline_until_marker(pipeline, marker, log) as proc:
         started = json.loads(marker.read_text())
         assert started["driver"] == proc.pid and started["workers"]
         workers = started["workers"]

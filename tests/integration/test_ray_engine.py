@@ -300,11 +300,7 @@ def test_sigterm_during_a_step_leaves_no_ray_processes(ray_stack, tmp_path):
     ray_stack(**SMALL)
     marker = tmp_path / "step-started"
     log = tmp_path / "pipeline.log"
-    code = (
-        "from tests.integration.ray_pipelines import sleeping_pipeline\n"
-        f"sleeping_pipeline(marker={str(marker)!r})\n"
-    )
-    with zenml_env.python_until_marker(code, marker, log) as child:
+    with zenml_env.pipeline_until_marker("tests.integration.ray_pipelines:sleeping_pipeline", marker, log) as child:
         started = ray_processes(child.pid)
         names = {name for name in RAY_DAEMONS if zenml_env.named(started, name)}
         assert set(RAY_DAEMONS) <= names, f"expected raylet and gcs_server under the pipeline: {describe(started)}"

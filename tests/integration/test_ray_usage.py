@@ -105,11 +105,8 @@ def test_a_terminated_run_still_records_the_usage_left_for_later(ray_stack, tmp_
     ray_stack(**SMALL)
     marker = tmp_path / "second-step-started"
     log = tmp_path / "pipeline.log"
-    code = (
-        "from tests.integration.ray_usage_pipelines import three_then_terminated\n"
-        f"three_then_terminated(marker={str(marker)!r})\n"
-    )
-    with zenml_env.python_until_marker(code, marker, log) as child:
+    pipeline = "tests.integration.ray_usage_pipelines:three_then_terminated"
+    with zenml_env.pipeline_until_marker(pipeline, marker, log) as child:
         child.send_signal(signal.SIGTERM)  # the run stops, and with it the engine, after taking that usage
         child.wait(timeout=60)
     run = last_run("three_then_terminated")

@@ -317,11 +317,8 @@ def test_a_start_abandoned_at_its_timeout_leaves_no_driver_and_the_next_run_star
 def test_sigterm_during_a_run_leaves_no_java_process(spark_stack, tmp_path):
     spark_stack(**LOCAL)
     marker = tmp_path / "engine-started"
-    script = (
-        "from tests.integration.pipelines import sleeping_pipeline\n"
-        f"sleeping_pipeline(marker={str(marker)!r})\n"
-    )
-    with zenml_env.python_until_marker(script, marker, tmp_path / "pipeline.log") as child:
+    pipeline = "tests.integration.pipelines:sleeping_pipeline"
+    with zenml_env.pipeline_until_marker(pipeline, marker, tmp_path / "pipeline.log") as child:
         jvms = descendants(["java"], child.pid)
         assert jvms, "expected the pipeline process to run a driver JVM"
         child.send_signal(signal.SIGTERM)

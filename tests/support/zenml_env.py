@@ -80,10 +80,14 @@ def process_per_step_orchestrator() -> str:
 
 
 @contextmanager
-def python_until_marker(code: str, marker: Path, log: Path, timeout_s: float = 120) -> Iterator[subprocess.Popen]:
-    """Run `code` in a child Python at the repository's root (its output in `log`) and yield
-    it once `marker` exists (the step it runs wrote it); the child is killed on exit if it
-    still runs."""
+def pipeline_until_marker(
+    pipeline: str, marker: Path, log: Path, marker_argument: str = "marker", timeout_s: float = 120
+) -> Iterator[subprocess.Popen]:
+    """Run `pipeline` ("module:function", called with `marker_argument=marker`) in a child
+    Python at the repository's root, its output in `log`, and yield the child once `marker`
+    exists (the step writes it); the child is killed on exit if it still runs."""
+    module, function = pipeline.split(":")
+    code = f"from {module} import {function}\n{function}({marker_argument}={str(marker)!r})\n"
     with open(log, "wb") as out:
         child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT_DIR, stdout=out, stderr=subprocess.STDOUT)
     try:
